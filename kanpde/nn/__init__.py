@@ -1,0 +1,17 @@
+"""Ansatz networks: the B-spline KAN and the MLP baseline, both with forward derivatives."""
+
+from kanpde.nn.jet import Jet
+from kanpde.nn.kan import KAN, KANLayer
+from kanpde.nn.mlp import MLP
+
+__all__ = ["Jet", "KAN", "KANLayer", "MLP", "count_parameters"]
+
+
+def count_parameters(model) -> int:
+    """Number of trainable scalars of ``model`` (each shared tensor counted once)."""
+    seen, total = set(), 0
+    for parameter in model.parameters():
+        if parameter.requires_grad and id(parameter) not in seen:
+            seen.add(id(parameter))
+            total += parameter.numel()
+    return total

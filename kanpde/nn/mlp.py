@@ -1,0 +1,106 @@
+"""The MLP-PINN baseline, with the same forward-derivative interface as :class:`kanpde.nn.KAN`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from kanpde.nn.jet import Jet, elementwise_jet, stack_jet, unstack_jet
+
+
+def _tanh(z):
+    t = torch.tanh(z)
+    d1 = 1 - t * t
+    return t, d1, -2 * t * d1
+
+
+def _sin(z):
+    s, c = torch.sin(z), torch.cos(z)
+    return s, c, -s
+
+
+def _silu(z):
+    s = torch.sigmoid(z)
+    return z * s, s * (1 + z * (1 - s)), s * (1 - s) * (2 + z * (1 - 2 * s))
+
+
+
+# Each entry returns f, f', f'' of the activation; all are smooth enough for second-order PDEs.
+ACTIVATIONS = {"tanh": _tanh, "sin": _sin, "silu": _silu}
+
+
+class MLP(nn.Module):
+    """A fully connected network, e.g. ``MLP([2, 100, 100, 100, 100, 1], activation="tanh")``.
+
+    Args:
+        widths: layer widths, input first, at least two entries.
+        activation: one of ``ACTIVATIONS`` (tanh, sin, silu); none after the last layer.
+        input_range: ``(lo, hi)`` or one pair per input; inputs are mapped affinely onto [-1, 1]
+            (like the KAN's first-layer grid), so both families see the same scaled domain.
+        seed: seed of the Xavier-normal initialisation; the global RNG is left alone.
+    """
+
+    def __init__(self, widths: Sequence[int], activation: str = "tanh", input_range=(-1.0, 1.0),
+                 seed: int | None = 0):
+        super().__init__()
+        widths = [int(w) for w in widths]
+        if len(widths) < 2 or any(w < 1 for w in widths):
+            raise ValueError(f"widths must list at least two positive sizes (input and output), got {widths}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)}")
+        ranges = torch.as_tensor(input_range, dtype=torch.float64)
+        if ranges.ndim == 1:
+            ranges = ranges.expand(widths[0], 2)
+        if ranges.shape != (widths[0], 2) or not torch.all(torch.isfinite(ranges)) or not torch.all(ranges[:, 1] > ranges[:, 0]):
+            raise ValueError(f"input_range must be finite (lo, hi) pairs with lo < hi, one per input; got {input_range!r}")
+        self.widths, self.activation = widths, activation
+        dtype = torch.get_default_dtype()
+        self.register_buffer("center", ((ranges[:, 0] + ranges[:, 1]) / 2).to(dtype))
+        self.register_buffer("half_width", ((ranges[:, 1] - ranges[:, 0]) / 2).to(dtype))
+        generator = torch.Generator()
+        if seed is None:
+            generator.seed()
+        else:
+            generator.manual_seed(int(seed))
+        self.linears = nn.ModuleList()
+        for n_in, n_out in zip(widths[:-1], widths[1:]):
+            linear = nn.Linear(n_in, n_out)
+            std = (2.0 / (n_in + n_out)) ** 0.5
+            with torch.no_grad():
+                linear.weight.copy_(torch.randn(n_out, n_in, generator=generator, dtype=torch.float64) * std)
+                linear.bias.zero_()
+            self.linears.append(linear)
+
+    def extra_repr(self) -> str:
+        return f"activation={self.activation}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Network output ``(N, widths[-1])`` at ``x`` (N, widths[0])."""
+        h = (x - self.center) / self.half_width
+        act = ACTIVATIONS[self.activation]
+        for index, linear in enumerate(self.linears):
+            h = linear(h)
+            if index < len(self.linears) - 1:
+                h = act(h)[0]
+        return h
+
+    def forward_jet(self, x: torch.Tensor) -> Jet:
+        """Value, first and pure second derivatives with respect to every input, in one forward pass.
+
+        A linear map acts on value and derivatives alike (bias on the value only); the activation follows
+        the chain rule of :func:`kanpde.nn.jet.elementwise_jet`.
+        """
+        jet = Jet.of_inputs(x)
+        scale = self.half_width.unsqueeze(-1)  # (D, 1): d x'_a / d x_a = 1 / half_width_a
+        jet = Jet((x - self.center) / self.half_width, jet.first / scale, jet.second)
+        n_in = x.shape[1]
+        act = ACTIVATIONS[self.activation]
+        for index, linear in enumerate(self.linears):
+            stacked = stack_jet(jet) @ linear.weight.T  # (N, 1 + 2D, width)
+            jet = unstack_jet(stacked, n_in)
+            jet = Jet(jet.value + linear.bias, jet.first, jet.second)
+            if index < len(self.linears) - 1:
+                jet = elementwise_jet(jet, *act(jet.value))
+        return jet
