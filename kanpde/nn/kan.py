@@ -10,6 +10,7 @@ multiplied by the weights [w_base, w_spline * c]. The same matmul carries the de
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
 from collections.abc import Sequence
 
@@ -26,6 +27,12 @@ def _silu_derivatives(h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torc
     return h * s, s * (1 + h * (1 - s)), s * (1 - s) * (2 + h * (1 - 2 * s))
 
 
+def _is_positive_integer(value) -> bool:
+    """Whether ``value`` is a (possibly float-typed) integer >= 1; False for nan, inf and non-numbers."""
+    return (isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+            and float(value).is_integer() and value >= 1)
+
+
 def _check_ranges(ranges: torch.Tensor, what: str) -> None:
     if not torch.all(torch.isfinite(ranges)):
         raise ValueError(f"{what} must be finite, got {ranges.tolist()}")
@@ -36,7 +43,7 @@ def _check_ranges(ranges: torch.Tensor, what: str) -> None:
 def _as_ranges(grid_range, n_in: int) -> torch.Tensor:
     """Normalise ``(lo, hi)`` or a per-input list of them to a float64 tensor ``(n_in, 2)``."""
     ranges = torch.as_tensor(grid_range, dtype=torch.float64)
-    if ranges.ndim == 1:
+    if ranges.shape == (2,):
         ranges = ranges.expand(n_in, 2)
     if ranges.shape != (n_in, 2):
         raise ValueError(f"grid_range must be (lo, hi) or {n_in} pairs of them, got shape {tuple(ranges.shape)}")
@@ -59,7 +66,7 @@ class KANLayer(nn.Module):
     def __init__(self, n_in: int, n_out: int, grid_size: int = 5, order: int = 3, grid_range=(-1.0, 1.0),
                  noise_scale: float = 0.1, generator: torch.Generator | None = None):
         super().__init__()
-        if int(grid_size) != grid_size or grid_size < 1:
+        if not _is_positive_integer(grid_size):
             raise ValueError(f"grid_size must be an integer >= 1, got {grid_size!r}")
         if int(order) != order or order < 1:
             raise ValueError(f"order must be an integer >= 1 (3 is cubic), got {order!r}")
@@ -250,7 +257,7 @@ class KAN(nn.Module):
         ``adaptive`` in [0, 1] moves knots towards the quantiles of the activations (pykan's
         ``1 - grid_eps``); anything above 0 switches to the general (non-uniform) basis evaluation.
         """
-        if int(new_grid_size) != new_grid_size or new_grid_size < 1:
+        if not _is_positive_integer(new_grid_size):
             raise ValueError(f"new_grid_size must be an integer >= 1, got {new_grid_size!r}")
         if not 0.0 <= adaptive <= 1.0:
             raise ValueError(f"adaptive must lie in [0, 1], got {adaptive}")
@@ -276,8 +283,10 @@ class KAN(nn.Module):
         Coefficients are refitted so each edge keeps its shape on the samples, as pykan's
         ``update_grid_from_samples`` does. The first layer keeps its (domain) range unless ``first_layer``.
         """
-        for index, (layer, h) in enumerate(zip(self.layers, self.layer_inputs(samples))):
+        h = samples
+        for index, layer in enumerate(self.layers):
             if index == 0 and not first_layer:
+                h = layer(h)
                 continue
             lo, hi = _padded_range(h, margin)
             knots = _knots_for(h, lo, hi, layer.grid_size, self.order, adaptive)
@@ -285,6 +294,7 @@ class KAN(nn.Module):
             layer.knots.copy_(fitted.knots)
             layer.uniform = fitted.uniform
             layer.coef.copy_(fitted.coef)
+            h = layer(h)  # the next layer sees the updated activations (as pykan's update_grid_from_samples)
 
     @torch.no_grad()
     def fraction_outside_grid(self, samples: torch.Tensor) -> list[float]:

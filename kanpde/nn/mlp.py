@@ -51,7 +51,7 @@ class MLP(nn.Module):
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)}")
         ranges = torch.as_tensor(input_range, dtype=torch.float64)
-        if ranges.ndim == 1:
+        if ranges.shape == (2,):
             ranges = ranges.expand(widths[0], 2)
         if ranges.shape != (widths[0], 2) or not torch.all(torch.isfinite(ranges)) or not torch.all(ranges[:, 1] > ranges[:, 0]):
             raise ValueError(f"input_range must be finite (lo, hi) pairs with lo < hi, one per input; got {input_range!r}")
@@ -66,7 +66,7 @@ class MLP(nn.Module):
             generator.manual_seed(int(seed))
         self.linears = nn.ModuleList()
         for n_in, n_out in zip(widths[:-1], widths[1:]):
-            linear = nn.Linear(n_in, n_out)
+            linear = torch.nn.utils.skip_init(nn.Linear, n_in, n_out)  # no draw from the global RNG
             std = (2.0 / (n_in + n_out)) ** 0.5
             with torch.no_grad():
                 linear.weight.copy_(torch.randn(n_out, n_in, generator=generator, dtype=torch.float64) * std)

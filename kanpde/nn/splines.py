@@ -107,7 +107,7 @@ def uniform_local(x: torch.Tensor, knots: torch.Tensor, order: int, n_derivative
         derivative of B_{j-k+r}. Outside the knots ``local`` is zero and ``interval`` is clamped.
     """
     n_intervals = knots.shape[1] - 1
-    start, spacing = knots[:, 0], knots[:, 1] - knots[:, 0]  # (in,)
+    start, spacing = knots[:, 0], (knots[:, -1] - knots[:, 0]) / n_intervals  # (in,)
     s = (x - start) / spacing  # (N, in), position in units of knot spacing
     interval = torch.floor(s.detach())
     inside = ((interval >= 0) & (interval < n_intervals)).unsqueeze(-1)
@@ -198,4 +198,7 @@ def general_basis(x: torch.Tensor, knots: torch.Tensor, order: int, n_derivative
 def is_uniform(knots: torch.Tensor, rtol: float = 1e-9) -> bool:
     """Whether every row of ``knots`` (in, n_knots) is uniformly spaced."""
     gaps = knots[:, 1:] - knots[:, :-1]
-    return bool(torch.all((gaps - gaps[:, :1]).abs() <= rtol * gaps[:, :1].abs()))
+    # Allow the round-off of knots stored in the working dtype (float32 knots of a uniform grid are not
+    # exactly uniform).
+    tolerance = rtol * gaps[:, :1].abs() + 8 * torch.finfo(knots.dtype).eps * knots.abs().amax(dim=1, keepdim=True)
+    return bool(torch.all((gaps - gaps[:, :1]).abs() <= tolerance))

@@ -1,0 +1,265 @@
+"""The training loop: optimizer stages, KAN grid updates and extension, stopping, evaluation.
+
+One step = one ``optimizer.step(closure)``; for L-BFGS that is ``max_iter`` iterations with a strong-Wolfe
+line search. Between stages a KAN is extended to the stage's grid size (a finer KAN fitted to the current
+one by least squares) and the optimizer starts afresh. Errors against the exact or reference solution are
+measured every ``eval_every`` steps, off the clock: ``train_time`` counts optimisation only.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+
+from kanpde.derivatives import Fields
+from kanpde.nn import KAN, count_parameters
+from kanpde.problem import Problem
+from kanpde.sampling import Sampler
+
+log = logging.getLogger("kanpde")
+
+STATUSES = ("completed", "time_limit", "diverged", "interrupted")
+
+
+@dataclass
+class Stage:
+    """One phase of training.
+
+    Args:
+        optimizer: name of an entry of the ``optimizers`` mapping given to :func:`train`.
+        steps: optimizer steps in this stage.
+        grid_size: KAN grid size for this stage (extension happens at its start); ignored for MLPs.
+    """
+
+    optimizer: str = "lbfgs"
+    steps: int = 100
+    grid_size: int | None = None
+
+    def __post_init__(self):
+        if int(self.steps) != self.steps or self.steps < 0:
+            raise ValueError(f"stage steps must be an integer >= 0, got {self.steps!r}")
+        if self.grid_size is not None and (int(self.grid_size) != self.grid_size or self.grid_size < 1):
+            raise ValueError(f"stage grid_size must be an integer >= 1 or null, got {self.grid_size!r}")
+
+
+@dataclass
+class GridUpdate:
+    """KAN grid updates from samples early in each stage: every ``every`` steps up to step ``until``."""
+
+    every: int = 10
+    until: int = 50
+    margin: float = 0.1
+    adaptive: float = 0.0
+
+
+@dataclass
+class Evaluation:
+    """Fixed test points and the true solution there, for metrics."""
+
+    points: torch.Tensor  # (N, n_vars)
+    values: torch.Tensor  # (N, n_outputs)
+
+    def errors(self, model: torch.nn.Module, chunk: int = 65536) -> dict[str, float]:
+        predicted = predict(model, self.points, chunk)
+        diff = predicted - self.values
+        return {
+            "rel_l2": float(diff.norm() / self.values.norm().clamp(min=1e-300)),
+            "mse": float((diff**2).mean()),
+            "max_abs": float(diff.abs().max()),
+        }
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, points: torch.Tensor, chunk: int = 65536) -> torch.Tensor:
+    """Model values at ``points`` (N, d), in chunks to bound memory: (N, n_out)."""
+    return torch.cat([model(points[i : i + chunk]) for i in range(0, len(points), chunk)])
+
+
+@dataclass
+class Result:
+    """What :func:`train` returns: the trained model, its history and the final metrics."""
+
+    model: torch.nn.Module
+    status: str
+    metrics: dict = field(default_factory=dict)
+    history: list[dict] = field(default_factory=list)
+    message: str = ""
+
+
+class Diverged(RuntimeError):
+    """The loss or the parameters stopped being finite."""
+
+
+def collocation(problem: Problem, sampler: Sampler) -> dict[str, torch.Tensor]:
+    """Fresh point sets: ``"interior"`` and one per condition name, each (n, n_vars) float64."""
+    points = {"interior": sampler.interior(problem.domain)}
+    for name, condition in problem.conditions().items():
+        points[name] = sampler.on_faces(problem.domain, condition.on, condition.n_points)
+    return points
+
+
+def loss_terms(problem: Problem, model: torch.nn.Module, points: Mapping[str, torch.Tensor],
+               engine: str = "forward", transform=None) -> dict[str, torch.Tensor]:
+    """Weighted mean-square terms: one per residual equation and one per condition."""
+    def fields(x):
+        return Fields(model, x, problem.variables, problem.outputs, engine, transform, problem.domain)
+
+    terms = {}
+    for name, residual in _named(problem.residual(points["interior"], fields(points["interior"])), "pde"):
+        terms[name] = problem.residual_weight * residual.pow(2).mean()
+    for name, condition in problem.conditions().items():
+        for key, residual in _named(condition.residual(points[name], fields(points[name])), name):
+            terms[key] = condition.weight * residual.pow(2).mean()
+    return terms
+
+
+def _named(residual, default: str):
+    if isinstance(residual, Mapping):
+        return [(f"{default}_{k}" if default != "pde" else str(k), v) for k, v in residual.items()]
+    if isinstance(residual, (tuple, list)):
+        return [(f"{default}{i}", v) for i, v in enumerate(residual)]
+    return [(default, residual)]
+
+
+def train(problem: Problem, model: torch.nn.Module, stages: Sequence[Stage],
+          optimizers: Mapping[str, Callable], sampler: Sampler, evaluation: Evaluation | None = None, *,
+          engine: str = "forward", transform=None, grid_update: GridUpdate | None = GridUpdate(),
+          eval_every: int = 10, max_time: float | None = None, progress: bool | None = None,
+          checkpoint: Callable[[torch.nn.Module, int], None] | None = None) -> Result:
+    """Train ``model`` on ``problem`` through ``stages``; see the module docstring.
+
+    Args:
+        optimizers: name -> factory ``f(parameters) -> torch.optim.Optimizer`` (Hydra ``_partial_``).
+        sampler: draws the collocation points (and fresh interior points every ``resample_every`` steps).
+        evaluation: test points with true values; ``None`` records no errors.
+        engine: ``"forward"`` (forward derivative propagation) or ``"autograd"``.
+        grid_update: KAN grid updates early in each stage, or ``None``.
+        eval_every: steps between error measurements.
+        max_time: stop after this many seconds of training (status ``time_limit``).
+        progress: show a tqdm bar (``None``: only in a terminal).
+        checkpoint: called as ``checkpoint(model, step)`` at the end of each stage.
+    """
+    for stage in stages:
+        if stage.optimizer not in optimizers:
+            raise ValueError(f"stage optimizer {stage.optimizer!r} is not configured; known: {sorted(optimizers)}")
+    reference = next(model.parameters())
+    dtype, device = reference.dtype, reference.device
+    points = {k: v.to(dtype=dtype, device=device) for k, v in collocation(problem, sampler).items()}
+    history: list[dict] = []
+    total_steps = sum(stage.steps for stage in stages)
+    bar = tqdm(total=total_steps, disable=(not progress) if progress is not None else None, desc=problem.name,
+               dynamic_ncols=True)
+    state = {"step": 0, "train_time": 0.0, "evaluations": 0}
+    last_good = copy.deepcopy(model.state_dict())
+    status, message = "completed", ""
+    errors: dict[str, float] = {}
+    start = time.perf_counter()
+
+    def all_points():
+        return torch.cat(list(points.values()))
+
+    def record(stage_index: int, terms: dict[str, float]):
+        nonlocal errors
+        row = {"step": state["step"], "stage": stage_index, "grid_size": getattr(model, "grid_size", ""),
+               "time": round(state["train_time"], 4), "evaluations": state["evaluations"],
+               "loss": sum(terms.values()), **{f"loss_{k}": v for k, v in terms.items()}}
+        if evaluation is not None:
+            errors = evaluation.errors(model)
+            row.update(errors)
+        history.append(row)
+        postfix = {"loss": f"{row['loss']:.2e}"}
+        if errors:
+            postfix["rel_l2"] = f"{errors['rel_l2']:.2e}"
+        bar.set_postfix(postfix, refresh=False)
+
+    terms_now: dict[str, float] = {}
+    try:
+        for stage_index, stage in enumerate(stages):
+            if isinstance(model, KAN):
+                if stage.grid_size is not None and stage.grid_size != model.grid_size:
+                    model = model.extend_grid(stage.grid_size, all_points(),
+                                              margin=grid_update.margin if grid_update else 0.1,
+                                              adaptive=grid_update.adaptive if grid_update else 0.0)
+                    last_good = copy.deepcopy(model.state_dict())
+                elif grid_update is not None:
+                    model.update_grid(all_points(), grid_update.margin, grid_update.adaptive)
+            optimizer = optimizers[stage.optimizer](model.parameters())
+
+            def closure():
+                optimizer.zero_grad(set_to_none=True)
+                terms = loss_terms(problem, model, points, engine, transform)
+                loss = sum(terms.values())
+                loss.backward()
+                state["evaluations"] += 1
+                terms_now.clear()
+                terms_now.update({k: float(v) for k, v in terms.items()})
+                return loss
+
+            if state["step"] == 0:
+                with torch.enable_grad():
+                    closure()
+                record(stage_index, terms_now)
+            for step_in_stage in range(1, stage.steps + 1):
+                if max_time is not None and state["train_time"] >= max_time:
+                    status, message = "time_limit", f"stopped after {state['train_time']:.1f} s (max_time={max_time})"
+                    break
+                tick = time.perf_counter()
+                if isinstance(model, KAN) and grid_update is not None and grid_update.every > 0 \
+                        and step_in_stage % grid_update.every == 0 and step_in_stage <= grid_update.until:
+                    model.update_grid(all_points(), grid_update.margin, grid_update.adaptive)
+                    optimizer = optimizers[stage.optimizer](model.parameters())
+                if sampler.resample_every and state["step"] > 0 and state["step"] % sampler.resample_every == 0:
+                    points["interior"] = sampler.interior(problem.domain).to(dtype=dtype, device=device)
+                    optimizer = optimizers[stage.optimizer](model.parameters())
+                loss = optimizer.step(closure)
+                state["train_time"] += time.perf_counter() - tick
+                state["step"] += 1
+                bar.update(1)
+                if not _finite(loss, model):
+                    raise Diverged(f"the loss became {float(loss) if loss is not None else 'undefined'} at step "
+                                   f"{state['step']} (stage {stage_index}); lower the learning rate, use "
+                                   "precision=float64 or an L-BFGS stage")
+                last_good = copy.deepcopy(model.state_dict())
+                if state["step"] % eval_every == 0 or step_in_stage == stage.steps:
+                    record(stage_index, terms_now)
+            if checkpoint is not None:
+                checkpoint(model, state["step"])
+            if status != "completed":
+                break
+    except Diverged as error:
+        model.load_state_dict(last_good)
+        status, message = "diverged", str(error)
+        log.error("diverged: %s; the last finite parameters are kept", error)
+    except KeyboardInterrupt:
+        model.load_state_dict(last_good)
+        status, message = "interrupted", f"interrupted by the user at step {state['step']}"
+        log.warning("%s; saving the last completed step", message)
+    finally:
+        bar.close()
+    if evaluation is not None:
+        errors = evaluation.errors(model)
+    metrics = {
+        "status": status,
+        **errors,
+        "final_loss": history[-1]["loss"] if history else math.nan,
+        "steps": state["step"],
+        "loss_evaluations": state["evaluations"],
+        "train_time": state["train_time"],
+        "wall_time": time.perf_counter() - start,
+        "parameters": count_parameters(model),
+        "grid_size": getattr(model, "grid_size", None),
+    }
+    return Result(model, status, metrics, history, message)
+
+
+def _finite(loss, model: torch.nn.Module) -> bool:
+    if loss is None or not math.isfinite(float(loss)):
+        return False
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
