@@ -199,7 +199,7 @@ def train(problem: Problem, model: torch.nn.Module, stages: Sequence[Stage],
                 loss.backward()
                 state["evaluations"] += 1
                 terms_now.clear()
-                terms_now.update({k: float(v) for k, v in terms.items()})
+                terms_now.update({k: float(v.detach()) for k, v in terms.items()})
                 return loss
 
             if state["step"] == 0:

@@ -3,8 +3,9 @@
 from kanpde.nn.jet import Jet
 from kanpde.nn.kan import KAN, KANLayer
 from kanpde.nn.mlp import MLP
+from kanpde.nn.build import build_kan, build_mlp, model_from_spec, model_spec
 
-__all__ = ["Jet", "KAN", "KANLayer", "MLP", "count_parameters"]
+__all__ = ["Jet", "KAN", "KANLayer", "MLP", "build_kan", "build_mlp", "count_parameters", "model_from_spec", "model_spec"]
 
 
 def count_parameters(model) -> int:

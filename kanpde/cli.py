@@ -1,0 +1,129 @@
+"""``python -m kanpde``: a thin argparse front over Hydra.
+
+Hydra cannot parse ``solve poisson`` itself, so the front reads the subcommand and the problem name,
+checks the name against the known problem configs (before any run folder exists), then rewrites
+``sys.argv`` to ``problem=NAME`` plus the remaining overrides and calls the ``@hydra.main`` function.
+Hydra's own flags (``-m``, ``--cfg job``, ``--info``) pass through untouched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from importlib import resources
+from pathlib import Path
+
+EXIT_USAGE = 2
+EXIT_DIVERGED = 3
+EXIT_INTERRUPTED = 130
+
+log = logging.getLogger("kanpde")
+
+
+def builtin_config_dir() -> Path:
+    return Path(str(resources.files("kanpde.configs")))
+
+
+def user_config_dir() -> Path | None:
+    folder = Path.cwd() / "configs"
+    return folder if folder.is_dir() and folder.resolve() != builtin_config_dir().resolve() else None
+
+
+def known_problems() -> dict[str, Path]:
+    """Problem name -> yaml file, built-in first; a user's ./configs/problem overrides by name."""
+    found = {}
+    for folder in (builtin_config_dir(), user_config_dir()):
+        if folder is not None and (folder / "problem").is_dir():
+            found.update({p.stem: p for p in sorted((folder / "problem").glob("*.yaml"))})
+    return found
+
+
+def describe(path: Path) -> str:
+    """One line for ``kanpde list``: the problem class's ``description``, else the yaml's first comment."""
+    from omegaconf import OmegaConf
+
+    from kanpde.app import add_user_paths
+
+    add_user_paths()
+    try:
+        from hydra.utils import get_class
+
+        cls = get_class(OmegaConf.load(path)["_target_"])
+        text = getattr(cls, "description", "") or (cls.__doc__ or "").strip().splitlines()[0]
+        return text
+    except Exception as error:  # listing must not die on one broken user problem
+        return f"(cannot import: {error})"
+
+
+def _hydra_main(argv: list[str]) -> int:
+    import hydra
+    from hydra.core.hydra_config import HydraConfig
+
+    from kanpde.app import ConfigError, add_user_paths, run
+
+    add_user_paths()
+    outcome = {"code": 0}
+
+    @hydra.main(version_base="1.3", config_path="pkg://kanpde.configs", config_name="solve")
+    def solve(cfg):
+        hydra_cfg = HydraConfig.get()
+        name = hydra_cfg.runtime.choices.get("problem")
+        try:
+            metrics = run(cfg, hydra_cfg.runtime.output_dir, problem_name=name)
+        except ConfigError as error:
+            log.error("invalid configuration: %s", error)
+            outcome["code"] = EXIT_USAGE
+            return None
+        if metrics["status"] == "diverged":
+            outcome["code"] = EXIT_DIVERGED
+        elif metrics["status"] == "interrupted":
+            outcome["code"] = EXIT_INTERRUPTED
+        return metrics.get("rel_l2")
+
+    sys.argv = argv
+    solve()
+    return outcome["code"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="kanpde", description=__doc__.split("\n\n")[0],
+                                     epilog="Examples: kanpde solve poisson | kanpde solve poisson model=mlp "
+                                            "train.max_time=60 | kanpde list")
+    commands = parser.add_subparsers(dest="command", required=True)
+    solve = commands.add_parser("solve", help="train a KAN (or MLP) on a problem; Hydra overrides follow",
+                                add_help=False)
+    solve.add_argument("problem", nargs="?", help="problem name (see `kanpde list`)")
+    commands.add_parser("list", help="list built-in and user problems")
+    args, rest = parser.parse_known_args(argv)
+
+    if args.command == "list":
+        for name, path in known_problems().items():
+            origin = "user" if user_config_dir() and path.is_relative_to(user_config_dir()) else "built-in"
+            print(f"{name:<20} {origin:<9} {describe(path)}")
+        return 0
+
+    if args.problem in (None, "-h", "--help") or (args.problem or "").startswith("-"):
+        if args.problem and args.problem.startswith("-") and args.problem not in ("-h", "--help"):
+            rest = [args.problem, *rest]
+            args.problem = None
+        if args.problem is None and not any(flag in rest for flag in ("--cfg", "-c", "--info", "--help", "-h")):
+            print("usage: kanpde solve PROBLEM [hydra overrides]\nknown problems: "
+                  + ", ".join(known_problems()), file=sys.stderr)
+            return EXIT_USAGE
+    if args.problem and args.problem not in known_problems():
+        print(f"kanpde: unknown problem {args.problem!r}. Known problems: {', '.join(known_problems())}.\n"
+              "Define your own with ./problems/<name>.py and ./configs/problem/<name>.yaml (see README).",
+              file=sys.stderr)
+        return EXIT_USAGE
+    overrides = ([f"problem={args.problem}"] if args.problem else []) + rest
+    if user_config_dir() is not None:
+        overrides.append(f"hydra.searchpath=[file://{user_config_dir()}]")
+    logging.basicConfig(level=logging.INFO)
+    return _hydra_main([sys.argv[0] if sys.argv else "kanpde", *overrides])
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""Figures of a run: solution, reference, pointwise error and training history (PNG files)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never needs a display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def _field(ax, points: np.ndarray, values: np.ndarray, names, title: str, cmap: str = "viridis"):
+    """One scalar field over 1 or 2 variables (scattered points are triangulated)."""
+    if points.shape[1] == 1:
+        order = np.argsort(points[:, 0])
+        ax.plot(points[order, 0], values[order])
+        ax.set_xlabel(names[0])
+    else:
+        image = ax.tripcolor(points[:, 0], points[:, 1], values, shading="gouraud", cmap=cmap)
+        plt.colorbar(image, ax=ax)
+        ax.set_xlabel(names[0])
+        ax.set_ylabel(names[1])
+        ax.set_aspect("auto")
+    ax.set_title(title)
+
+
+def solution_plots(folder: Path, points: np.ndarray, predicted: np.ndarray, reference: np.ndarray | None,
+                   variables, outputs) -> list[str]:
+    """prediction.png, reference.png and error.png (first output; the first two variables)."""
+    if points.shape[1] > 2:
+        return []
+    written = []
+    panels = [("prediction", predicted[:, 0], "viridis")]
+    if reference is not None:
+        panels += [("reference", reference[:, 0], "viridis"),
+                   ("error", np.abs(predicted[:, 0] - reference[:, 0]), "magma")]
+    for name, values, cmap in panels:
+        fig, ax = plt.subplots(figsize=(5.2, 4.2))
+        title = {"prediction": f"{outputs[0]} (model)", "reference": f"{outputs[0]} (reference)",
+                 "error": f"|{outputs[0]} - reference|, max {values.max():.2e}"}[name]
+        _field(ax, points, values, variables, title, cmap)
+        fig.tight_layout()
+        fig.savefig(folder / f"{name}.png", dpi=110)
+        plt.close(fig)
+        written.append(f"{name}.png")
+    if "t" in variables and points.shape[1] == 2 and reference is not None:
+        written.append(_time_slices(folder, points, predicted[:, 0], reference[:, 0], variables, outputs[0]))
+    return written
+
+
+def _time_slices(folder: Path, points, predicted, reference, variables, output) -> str:
+    """u(x, t) at a few times: model (lines) against reference (dashed)."""
+    t_index = list(variables).index("t")
+    x_index = 1 - t_index
+    times = np.unique(points[:, t_index])
+    chosen = times[np.linspace(0, len(times) - 1, 4).round().astype(int)]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for t in chosen:
+        on = np.isclose(points[:, t_index], t)
+        order = np.argsort(points[on, x_index])
+        line, = ax.plot(points[on, x_index][order], predicted[on][order], label=f"t = {t:.2f}")
+        ax.plot(points[on, x_index][order], reference[on][order], "--", color=line.get_color())
+    ax.set_xlabel(variables[x_index])
+    ax.set_ylabel(output)
+    ax.legend()
+    ax.set_title("time slices: model (solid), reference (dashed)")
+    fig.tight_layout()
+    fig.savefig(folder / "slices.png", dpi=110)
+    plt.close(fig)
+    return "slices.png"
+
+
+def history_plot(folder: Path, history: list[dict]) -> str | None:
+    """history.png: loss terms and errors against step."""
+    if not history:
+        return None
+    steps = np.array([row["step"] for row in history])
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for key in history[0]:
+        if key == "loss" or key.startswith("loss_"):
+            axes[0].semilogy(steps, [row[key] for row in history], label=key)
+    axes[0].set_xlabel("step")
+    axes[0].set_title("loss")
+    axes[0].legend(fontsize=8)
+    for key in ("rel_l2", "mse"):
+        if key in history[0]:
+            axes[1].semilogy(steps, [row[key] for row in history], label=key)
+    stage_starts = [row["step"] for prev, row in zip(history, history[1:]) if row["stage"] != prev["stage"]]
+    for ax in axes:
+        for step in stage_starts:
+            ax.axvline(step, color="grey", lw=0.6, ls=":")
+    axes[1].set_xlabel("step")
+    axes[1].set_title("error against the solution (dotted: grid extension)")
+    if axes[1].lines:
+        axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(folder / "history.png", dpi=110)
+    plt.close(fig)
+    return "history.png"

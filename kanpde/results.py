@@ -1,0 +1,105 @@
+"""Run folders: checkpoints, metrics.json, history.csv, prediction.npz and plots."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import platform
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from kanpde import plots
+from kanpde.nn.build import model_from_spec, model_spec
+from kanpde.training import Evaluation, Result, predict
+
+CHECKPOINT = "checkpoint.pt"
+
+
+def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, **meta) -> None:
+    """Write ``model`` (spec + state dict) and plain ``meta`` atomically: a temp file, then a rename."""
+    path = Path(path)
+    payload = {"model_spec": model_spec(model), "state_dict": model.state_dict(), "meta": meta}
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    os.close(handle)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> tuple[torch.nn.Module, dict]:
+    """The model saved at ``path`` and its metadata; loads tensors only (``weights_only=True``)."""
+    payload = torch.load(path, map_location=map_location, weights_only=True)
+    model = model_from_spec(payload["model_spec"])
+    state = payload["state_dict"]
+    model.to(next(iter(state.values())).dtype)
+    model.load_state_dict(state)
+    return model, payload.get("meta", {})
+
+
+def environment() -> dict:
+    """Versions and machine, recorded beside every figure."""
+    import scipy
+
+    return {"python": sys.version.split()[0], "torch": torch.__version__, "numpy": np.__version__,
+            "scipy": scipy.__version__, "platform": platform.platform(), "machine": platform.machine(),
+            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "cuda": torch.cuda.is_available()}
+
+
+def write_history(path: Path, history: list[dict]) -> None:
+    keys: list[str] = []
+    for row in history:
+        keys += [k for k in row if k not in keys]
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(history)
+
+
+def _clean(value):
+    """JSON has no NaN/inf: write them as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+def write_run(folder: str | os.PathLike, result: Result, problem, evaluation: Evaluation | None,
+              info: dict | None = None, plot: bool = True) -> dict:
+    """Write every output of a run into ``folder``; returns the metrics written."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    metrics = {**result.metrics, **(info or {}), "message": result.message, "environment": environment()}
+    save_checkpoint(folder / CHECKPOINT, result.model, status=result.status, step=result.metrics.get("steps", 0))
+    write_history(folder / "history.csv", result.history)
+    files = ["metrics.json", "history.csv", CHECKPOINT]
+    if evaluation is not None:
+        predicted = predict(result.model, evaluation.points).detach().cpu().numpy()
+        points = evaluation.points.cpu().numpy()
+        reference = evaluation.values.cpu().numpy()
+        np.savez_compressed(folder / "prediction.npz", points=points, predicted=predicted, reference=reference,
+                            variables=np.array(problem.variables), outputs=np.array(problem.outputs))
+        files.append("prediction.npz")
+        if plot:
+            files += plots.solution_plots(folder, points, predicted, reference, problem.variables, problem.outputs)
+    if plot:
+        name = plots.history_plot(folder, result.history)
+        if name:
+            files.append(name)
+    metrics["files"] = files
+    metrics = _clean(metrics)
+    with open(folder / "metrics.json", "w") as handle:
+        json.dump(metrics, handle, indent=2)
+    return metrics
