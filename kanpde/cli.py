@@ -9,11 +9,19 @@ Hydra's own flags (``-m``, ``--cfg job``, ``--info``) pass through untouched.
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import sys
 from importlib import resources
 from pathlib import Path
+
+# Subcommands implemented in their own module kanpde/<name>.py as main(argv) -> exit code.
+SUBCOMMANDS = {
+    "bench": "step time, memory and time to accuracy (see kanpde bench --help)",
+    "compare": "KAN and MLP on the same problem, points and budget (see kanpde compare --help)",
+    "scaling": "collate a sweep's runs into runs.csv and error-vs-parameters plots (kanpde scaling --help)",
+}
 
 EXIT_USAGE = 2
 EXIT_DIVERGED = 3
@@ -97,7 +105,14 @@ def main(argv: list[str] | None = None) -> int:
                                 add_help=False)
     solve.add_argument("problem", nargs="?", help="problem name (see `kanpde list`)")
     commands.add_parser("list", help="list built-in and user problems")
+    for name, text in SUBCOMMANDS.items():
+        commands.add_parser(name, help=text, add_help=False)
     args, rest = parser.parse_known_args(argv)
+
+    if args.command in SUBCOMMANDS:
+        module = importlib.import_module(f"kanpde.{args.command}")
+        logging.basicConfig(level=logging.INFO)
+        return module.main(rest)
 
     if args.command == "list":
         for name, path in known_problems().items():

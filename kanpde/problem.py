@@ -163,6 +163,9 @@ class Problem:
     description: str = ""
     residual_weight: float = 1.0
     domain: Box
+    # Optional hard constraint: an object with apply_value(x, net_value) -> u and apply_jet(x, jet) -> jet
+    # (e.g. u = g(x) + d(x) * net(x), so conditions hold exactly); None uses soft penalties only.
+    hard_constraint = None
 
     def residual(self, x: torch.Tensor, d) -> torch.Tensor | dict[str, torch.Tensor]:
         """PDE residual at interior points ``x`` (N, n_vars): (N,) or a dict of them."""

@@ -86,7 +86,7 @@ def write_run(folder: str | os.PathLike, result: Result, problem, evaluation: Ev
     write_history(folder / "history.csv", result.history)
     files = ["metrics.json", "history.csv", CHECKPOINT]
     if evaluation is not None:
-        predicted = predict(result.model, evaluation.points).detach().cpu().numpy()
+        predicted = predict(result.model, evaluation.points, getattr(problem, "hard_constraint", None)).cpu().numpy()
         points = evaluation.points.cpu().numpy()
         reference = evaluation.values.cpu().numpy()
         np.savez_compressed(folder / "prediction.npz", points=points, predicted=predicted, reference=reference,

@@ -66,8 +66,8 @@ class Evaluation:
     points: torch.Tensor  # (N, n_vars)
     values: torch.Tensor  # (N, n_outputs)
 
-    def errors(self, model: torch.nn.Module, chunk: int = 65536) -> dict[str, float]:
-        predicted = predict(model, self.points, chunk)
+    def errors(self, model: torch.nn.Module, constraint=None, chunk: int = 65536) -> dict[str, float]:
+        predicted = predict(model, self.points, constraint, chunk)
         diff = predicted - self.values
         return {
             "rel_l2": float(diff.norm() / self.values.norm().clamp(min=1e-300)),
@@ -77,9 +77,18 @@ class Evaluation:
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, points: torch.Tensor, chunk: int = 65536) -> torch.Tensor:
-    """Model values at ``points`` (N, d), in chunks to bound memory: (N, n_out)."""
-    return torch.cat([model(points[i : i + chunk]) for i in range(0, len(points), chunk)])
+def predict(model: torch.nn.Module, points: torch.Tensor, constraint=None, chunk: int = 65536) -> torch.Tensor:
+    """Solution values at ``points`` (N, d), in chunks to bound memory: (N, n_out).
+
+    ``constraint``: the problem's ``hard_constraint`` (or None); its ``apply_value(x, net_value)`` turns the
+    network output into the solution.
+    """
+    parts = []
+    for i in range(0, len(points), chunk):
+        x = points[i : i + chunk]
+        value = model(x)
+        parts.append(constraint.apply_value(x, value) if constraint is not None else value)
+    return torch.cat(parts)
 
 
 @dataclass
@@ -107,7 +116,14 @@ def collocation(problem: Problem, sampler: Sampler) -> dict[str, torch.Tensor]:
 
 def loss_terms(problem: Problem, model: torch.nn.Module, points: Mapping[str, torch.Tensor],
                engine: str = "forward", transform=None) -> dict[str, torch.Tensor]:
-    """Weighted mean-square terms: one per residual equation and one per condition."""
+    """Weighted mean-square terms: one per residual equation and one per condition.
+
+    ``transform`` defaults to the problem's ``hard_constraint.apply_jet`` when it has one.
+    """
+    constraint = getattr(problem, "hard_constraint", None)
+    if transform is None and constraint is not None:
+        transform = constraint.apply_jet
+
     def fields(x):
         return Fields(model, x, problem.variables, problem.outputs, engine, transform, problem.domain)
 
@@ -171,7 +187,7 @@ def train(problem: Problem, model: torch.nn.Module, stages: Sequence[Stage],
                "time": round(state["train_time"], 4), "evaluations": state["evaluations"],
                "loss": sum(terms.values()), **{f"loss_{k}": v for k, v in terms.items()}}
         if evaluation is not None:
-            errors = evaluation.errors(model)
+            errors = evaluation.errors(model, getattr(problem, "hard_constraint", None))
             row.update(errors)
         history.append(row)
         postfix = {"loss": f"{row['loss']:.2e}"}
@@ -244,7 +260,7 @@ def train(problem: Problem, model: torch.nn.Module, stages: Sequence[Stage],
     finally:
         bar.close()
     if evaluation is not None:
-        errors = evaluation.errors(model)
+        errors = evaluation.errors(model, getattr(problem, "hard_constraint", None))
     metrics = {
         "status": status,
         **errors,
