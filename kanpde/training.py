@@ -204,8 +204,6 @@ def train(problem: Problem, model: torch.nn.Module, stages: Sequence[Stage],
                                               margin=grid_update.margin if grid_update else 0.1,
                                               adaptive=grid_update.adaptive if grid_update else 0.0)
                     last_good = copy.deepcopy(model.state_dict())
-                elif grid_update is not None:
-                    model.update_grid(all_points(), grid_update.margin, grid_update.adaptive)
             optimizer = optimizers[stage.optimizer](model.parameters())
 
             def closure():
@@ -276,6 +274,6 @@ def train(problem: Problem, model: torch.nn.Module, stages: Sequence[Stage],
 
 
 def _finite(loss, model: torch.nn.Module) -> bool:
-    if loss is None or not math.isfinite(float(loss)):
+    if loss is None or not math.isfinite(float(loss.detach() if torch.is_tensor(loss) else loss)):
         return False
     return all(bool(torch.isfinite(p).all()) for p in model.parameters())

@@ -1,0 +1,119 @@
+"""Tests of the command line (``python -m kanpde``) in fresh interpreters, each in its own folder.
+
+Exit codes: 0 done, 2 usage or configuration error, 3 diverged, 130 interrupted (Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+
+def test_solve_poisson_writes_a_run_folder(tmp_path, cli, tiny_overrides, find_runs, run_files, metric_keys):
+    done = cli(["solve", "poisson", *tiny_overrides], tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs = find_runs(tmp_path)
+    assert len(runs) == 1, list((tmp_path / "results").rglob("*"))
+    folder = runs[0]
+    assert folder.name.endswith("_kan")
+    missing = [name for name in run_files if not (folder / name).is_file()]
+    assert not missing, f"{folder} lacks {missing}"
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert set(metric_keys) <= set(metrics)
+    assert metrics["status"] == "completed" and metrics["steps"] == 2 and metrics["problem"] == "poisson"
+    assert metrics["dtype"] == "float64" and metrics["seed"] == 0
+    payload = torch.load(folder / "checkpoint.pt", weights_only=True)
+    assert payload["meta"]["status"] == "completed"
+    assert "sampler:\n" in (folder / "config.yaml").read_text()
+    # nothing written outside the run folder (Hydra keeps its own records in .hydra/ inside it)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results"]
+
+
+def test_solve_mlp_model_override(tmp_path, cli, find_runs):
+    done = cli(["solve", "poisson_sinsin", "model=mlp", "model.hidden=[4]",
+                "schedule.stages=[{optimizer:lbfgs,steps:1,grid_size:null}]", "sampler.n_interior=32",
+                "sampler.n_boundary=16", "eval.points_per_side=5", "train.plot=false"], tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (folder,) = find_runs(tmp_path, "poisson_sinsin")
+    assert folder.name.endswith("_mlp")
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["model"] == "mlp" and metrics["status"] == "completed"
+
+
+def test_unknown_problem_exits_2_and_writes_nothing(tmp_path, cli):
+    done = cli(["solve", "nosuchproblem"], tmp_path)
+    assert done.returncode == 2
+    assert "unknown problem 'nosuchproblem'" in done.stderr
+    assert "poisson" in done.stderr and "poisson_sinsin" in done.stderr
+    assert not (tmp_path / "results").exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_solve_without_a_problem_lists_the_problems(tmp_path, cli):
+    done = cli(["solve"], tmp_path)
+    assert done.returncode == 2
+    assert "known problems:" in done.stderr and "poisson" in done.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_list_prints_the_builtin_problems(tmp_path, cli):
+    done = cli(["list"], tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = {line.split()[0]: line for line in done.stdout.splitlines() if line.strip()}
+    assert "poisson" in lines and "poisson_sinsin" in lines
+    assert "built-in" in lines["poisson"] and "sin(pi y^2)" in lines["poisson"]
+    assert "cannot import" not in done.stdout
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.grid_size=0", "grid_size must be an integer >= 1"),
+    ("precision=float16", "precision must be one of ['float32', 'float64']"),
+    ("model.grid_sise=3", "grid_sise"),
+])
+def test_bad_override_exits_nonzero_with_a_message(tmp_path, cli, tiny_overrides, override, message):
+    done = cli(["solve", "poisson", *tiny_overrides, override], tmp_path)
+    assert done.returncode != 0
+    output = done.stdout + done.stderr
+    assert message in output, output[-3000:]
+    assert "Traceback" not in output, "a configuration error must not end in a traceback"
+
+
+def test_cfg_job_prints_the_config(tmp_path, cli):
+    done = cli(["solve", "poisson", "--cfg", "job", "model.grid_size=7"], tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "_target_: kanpde.problems.poisson.KANPaperPoisson" in done.stdout
+    assert "grid_size: 7" in done.stdout
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("precision", ["float32", "float64"])
+def test_diverging_run_exits_3(tmp_path, cli, find_runs, precision):
+    done = cli(["solve", "poisson", "optim.adam.lr=1e12", "schedule.stages=[{optimizer:adam,steps:20,grid_size:5}]",
+                "model.hidden=[5]", "sampler.n_interior=64", "sampler.n_boundary=32", "eval.points_per_side=11",
+                "train.plot=false", f"precision={precision}"], tmp_path)
+    (folder,) = find_runs(tmp_path)
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert done.returncode == 3, (metrics["status"], done.stderr[-2000:])
+    assert metrics["status"] == "diverged" and "learning rate" in metrics["message"]
+    assert (folder / "checkpoint.pt").is_file()
+    payload = torch.load(folder / "checkpoint.pt", weights_only=True)
+    assert payload["meta"]["status"] == "diverged"
+    assert all(torch.isfinite(t).all() for t in payload["state_dict"].values())
+
+
+def test_ctrl_c_saves_and_exits_130(tmp_path, cli, find_runs):
+    from tests_cli_env import SUBPROCESS_ENV  # noqa: F401  (replaced below; see _env)
+
+
+def _env():
+    import os
+
+    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MPLBACKEND": "Agg",
+            "PYTHONWARNINGS": "ignore"}
