@@ -133,11 +133,36 @@ def main(argv: list[str] | None = None) -> int:
               "Define your own with ./problems/<name>.py and ./configs/problem/<name>.yaml (see README).",
               file=sys.stderr)
         return EXIT_USAGE
-    overrides = ([f"problem={args.problem}"] if args.problem else []) + rest
+    flags, overrides = _split_hydra_args(rest)
+    overrides = ([f"problem={args.problem}"] if args.problem else []) + overrides
     if user_config_dir() is not None:
         overrides.append(f"hydra.searchpath=[file://{user_config_dir()}]")
     logging.basicConfig(level=logging.INFO)
-    return _hydra_main([sys.argv[0] if sys.argv else "kanpde", *overrides])
+    return _hydra_main([sys.argv[0] if sys.argv else "kanpde", *flags, *overrides])
+
+
+# Hydra flags that take a value; Hydra's argparse wants all flags before the positional overrides.
+_VALUED_FLAGS = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
+                 "--config-dir", "-cd", "--experimental-rerun"}
+_INFO_TOPICS = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}
+
+
+def _split_hydra_args(tokens: list[str]) -> tuple[list[str], list[str]]:
+    """Separate Hydra flags (with their values) from ``key=value`` overrides, keeping each's order."""
+    flags, overrides, i = [], [], 0
+    while i < len(tokens):
+        token = tokens[i]
+        if token.startswith("-"):  # overrides start with a key, "+" or "~", never "-"
+            flags.append(token)
+            takes_value = token in _VALUED_FLAGS or (token == "--info" and i + 1 < len(tokens)
+                                                      and tokens[i + 1] in _INFO_TOPICS)
+            if takes_value and i + 1 < len(tokens):
+                flags.append(tokens[i + 1])
+                i += 1
+        else:
+            overrides.append(token)
+        i += 1
+    return flags, overrides
 
 
 if __name__ == "__main__":  # pragma: no cover

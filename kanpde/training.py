@@ -114,12 +114,7 @@ def collocation(problem: Problem, sampler: Sampler) -> dict[str, torch.Tensor]:
     return points
 
 
-def loss_terms(problem: Problem, model: torch.nn.Module, points: Mapping[str, torch.Tensor],
-               engine: str = "forward", transform=None) -> dict[str, torch.Tensor]:
-    """Weighted mean-square terms: one per residual equation and one per condition.
-
-    ``transform`` defaults to the problem's ``hard_constraint.apply_jet`` when it has one.
-    """
+def _fields_factory(problem: Problem, model: torch.nn.Module, engine: str, transform):
     constraint = getattr(problem, "hard_constraint", None)
     if transform is None and constraint is not None:
         transform = constraint.apply_jet
@@ -127,13 +122,62 @@ def loss_terms(problem: Problem, model: torch.nn.Module, points: Mapping[str, to
     def fields(x):
         return Fields(model, x, problem.variables, problem.outputs, engine, transform, problem.domain)
 
+    return fields
+
+
+def residual_terms(problem: Problem, model: torch.nn.Module, interior: torch.Tensor, engine: str = "forward",
+                   transform=None) -> dict[str, torch.Tensor]:
+    """``residual_weight * mean(residual^2)`` per residual equation at ``interior`` (N, n_vars)."""
+    fields = _fields_factory(problem, model, engine, transform)
+    return {name: problem.residual_weight * residual.pow(2).mean()
+            for name, residual in _named(problem.residual(interior, fields(interior)), "pde")}
+
+
+def condition_terms(problem: Problem, model: torch.nn.Module, points: Mapping[str, torch.Tensor],
+                    engine: str = "forward", transform=None) -> dict[str, torch.Tensor]:
+    """``weight * mean(residual^2)`` per condition, at ``points[condition name]``."""
+    fields = _fields_factory(problem, model, engine, transform)
     terms = {}
-    for name, residual in _named(problem.residual(points["interior"], fields(points["interior"])), "pde"):
-        terms[name] = problem.residual_weight * residual.pow(2).mean()
     for name, condition in problem.conditions().items():
         for key, residual in _named(condition.residual(points[name], fields(points[name])), name):
             terms[key] = condition.weight * residual.pow(2).mean()
     return terms
+
+
+def loss_terms(problem: Problem, model: torch.nn.Module, points: Mapping[str, torch.Tensor],
+               engine: str = "forward", transform=None) -> dict[str, torch.Tensor]:
+    """Weighted mean-square terms: one per residual equation and one per condition.
+
+    ``transform`` defaults to the problem's ``hard_constraint.apply_jet`` when it has one.
+    """
+    return {**residual_terms(problem, model, points["interior"], engine, transform),
+            **condition_terms(problem, model, points, engine, transform)}
+
+
+def backward_in_chunks(problem: Problem, model: torch.nn.Module, points: Mapping[str, torch.Tensor],
+                       chunk_size: int | None = None, engine: str = "forward", transform=None) -> dict[str, float]:
+    """Back-propagate the total loss, interior points ``chunk_size`` at a time; returns the loss terms.
+
+    Mean-square terms are additive over chunks when each chunk's mean is weighted by its share of the
+    points, so the gradient equals the unchunked one while only one chunk's graph is alive at a time.
+    """
+    interior = points["interior"]
+    if chunk_size is None or len(interior) <= chunk_size:
+        terms = loss_terms(problem, model, points, engine, transform)
+        sum(terms.values()).backward()
+        return {k: float(v.detach()) for k, v in terms.items()}
+    totals: dict[str, float] = {}
+    for start in range(0, len(interior), chunk_size):
+        part = interior[start : start + chunk_size]
+        terms = {k: v * (len(part) / len(interior))
+                 for k, v in residual_terms(problem, model, part, engine, transform).items()}
+        sum(terms.values()).backward()
+        for k, v in terms.items():
+            totals[k] = totals.get(k, 0.0) + float(v.detach())
+    terms = condition_terms(problem, model, points, engine, transform)
+    if terms:
+        sum(terms.values()).backward()
+    return {**totals, **{k: float(v.detach()) for k, v in terms.items()}}
 
 
 def _named(residual, default: str):
@@ -148,7 +192,8 @@ def train(problem: Problem, model: torch.nn.Module, stages: Sequence[Stage],
           optimizers: Mapping[str, Callable], sampler: Sampler, evaluation: Evaluation | None = None, *,
           engine: str = "forward", transform=None, grid_update: GridUpdate | None = GridUpdate(),
           eval_every: int = 10, max_time: float | None = None, progress: bool | None = None,
-          checkpoint: Callable[[torch.nn.Module, int], None] | None = None) -> Result:
+          checkpoint: Callable[[torch.nn.Module, int], None] | None = None,
+          chunk_size: int | None = None) -> Result:
     """Train ``model`` on ``problem`` through ``stages``; see the module docstring.
 
     Args:
@@ -161,7 +206,10 @@ def train(problem: Problem, model: torch.nn.Module, stages: Sequence[Stage],
         max_time: stop after this many seconds of training (status ``time_limit``).
         progress: show a tqdm bar (``None``: only in a terminal).
         checkpoint: called as ``checkpoint(model, step)`` at the end of each stage.
+        chunk_size: process interior points in chunks of this size (bounded memory, same gradient).
     """
+    if chunk_size is not None and (int(chunk_size) != chunk_size or chunk_size < 1):
+        raise ValueError(f"chunk_size must be an integer >= 1 or None, got {chunk_size!r}")
     for stage in stages:
         if stage.optimizer not in optimizers:
             raise ValueError(f"stage optimizer {stage.optimizer!r} is not configured; known: {sorted(optimizers)}")
@@ -208,13 +256,11 @@ def train(problem: Problem, model: torch.nn.Module, stages: Sequence[Stage],
 
             def closure():
                 optimizer.zero_grad(set_to_none=True)
-                terms = loss_terms(problem, model, points, engine, transform)
-                loss = sum(terms.values())
-                loss.backward()
+                terms = backward_in_chunks(problem, model, points, chunk_size, engine, transform)
                 state["evaluations"] += 1
                 terms_now.clear()
-                terms_now.update({k: float(v.detach()) for k, v in terms.items()})
-                return loss
+                terms_now.update(terms)
+                return torch.tensor(sum(terms.values()), dtype=dtype)
 
             if state["step"] == 0:
                 with torch.enable_grad():

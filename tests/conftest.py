@@ -86,6 +86,12 @@ def cli():
 
 
 @pytest.fixture
+def cli_env() -> dict[str, str]:
+    """Environment for CLI subprocesses started by hand (e.g. to send them signals)."""
+    return dict(SUBPROCESS_ENV)
+
+
+@pytest.fixture
 def find_runs():
     """``find_runs(root, problem="poisson")`` -> run folders under ``root/results/runs/<problem>``."""
     return run_folders

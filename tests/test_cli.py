@@ -86,11 +86,29 @@ def test_bad_override_exits_nonzero_with_a_message(tmp_path, cli, tiny_overrides
 
 
 def test_cfg_job_prints_the_config(tmp_path, cli):
-    done = cli(["solve", "poisson", "--cfg", "job", "model.grid_size=7"], tmp_path)
+    done = cli(["solve", "poisson", "--cfg", "job"], tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "_target_: kanpde.problems.poisson.KANPaperPoisson" in done.stdout
-    assert "grid_size: 7" in done.stdout
+    assert "precision: float64" in done.stdout
     assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("order", ["flag_first", "flag_last"])
+def test_hydra_flags_mix_with_overrides(tmp_path, cli, order):
+    """`kanpde solve poisson --cfg job model.grid_size=7`: Hydra's flags may sit before or after overrides."""
+    args = ["--cfg", "job", "model.grid_size=7"] if order == "flag_first" else ["model.grid_size=7", "--cfg", "job"]
+    done = cli(["solve", "poisson", *args], tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "grid_size: 7" in done.stdout
+
+
+def test_multirun_right_after_the_problem(tmp_path, cli, tiny_overrides):
+    """The documented sweep form `kanpde solve poisson -m seed=0,1 ...` runs one job per seed."""
+    done = cli(["solve", "poisson", "-m", "seed=0,1", *tiny_overrides, "train.plot=false"], tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = sorted((tmp_path / "results" / "multirun").rglob("metrics.json"))
+    assert len(metrics) == 2
+    assert sorted(json.loads(p.read_text())["seed"] for p in metrics) == [0, 1]
 
 
 @pytest.mark.parametrize("precision", ["float32", "float64"])
@@ -108,12 +126,33 @@ def test_diverging_run_exits_3(tmp_path, cli, find_runs, precision):
     assert all(torch.isfinite(t).all() for t in payload["state_dict"].values())
 
 
-def test_ctrl_c_saves_and_exits_130(tmp_path, cli, find_runs):
-    from tests_cli_env import SUBPROCESS_ENV  # noqa: F401  (replaced below; see _env)
-
-
-def _env():
-    import os
-
-    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MPLBACKEND": "Agg",
-            "PYTHONWARNINGS": "ignore"}
+def test_ctrl_c_saves_and_exits_130(tmp_path, cli_env, find_runs, tiny_overrides):
+    """SIGINT during training: the run stops, saves metrics (status interrupted) and a checkpoint, exits 130."""
+    command = [sys.executable, "-m", "kanpde", "solve", "poisson", *tiny_overrides,
+               "schedule.stages=[{optimizer:lbfgs,steps:100000,grid_size:5}]", "train.max_time=90"]
+    process = subprocess.Popen(command, cwd=tmp_path, env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    try:
+        deadline = time.monotonic() + 60
+        # config.yaml is written by kanpde.app.run once everything is built, just before training starts
+        while time.monotonic() < deadline and not any((f / "config.yaml").is_file() for f in find_runs(tmp_path)):
+            assert process.poll() is None, process.communicate()[1][-3000:]
+            time.sleep(0.1)
+        assert find_runs(tmp_path), "the run folder never appeared"
+        time.sleep(3.5)  # well inside the training loop (setup and the first loss take ~1.5 s)
+        assert process.poll() is None, "the run ended before it could be interrupted"
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    (folder,) = find_runs(tmp_path)
+    assert process.returncode == 130, stderr[-3000:]
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["status"] == "interrupted"
+    assert "interrupted by the user" in metrics["message"]
+    payload = torch.load(folder / "checkpoint.pt", weights_only=True)
+    assert payload["meta"]["status"] == "interrupted" and payload["meta"]["step"] == metrics["steps"]
+    assert all(torch.isfinite(t).all() for t in payload["state_dict"].values())
+    assert "Traceback" not in stderr

@@ -1,0 +1,348 @@
+"""Time to accuracy: wall time and loss evaluations until the relative L2 error falls below thresholds.
+
+Every method trains on the same points: a 21 x 21 cell-centred mesh strictly inside [-1, 1]^2 (441
+points, kanpde's ``mesh`` sampler) and pykan's tutorial boundary set (21 evenly spaced points on each
+of the 4 sides, corners repeated: 84 points), with loss 0.01 * interior MSE + boundary MSE. The error
+is measured after every optimizer step on the fixed 101 x 101 test grid against the exact solution,
+with the clock stopped. Each method runs in its own subprocess
+(``python -m kanpde.bench_accuracy --method M --problem P``), so global state (default dtype,
+seeds, DeepXDE's backend) cannot leak between them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+
+import torch
+
+METHODS = {
+    "kanpde-kan": "kanpde KAN [2,10,1], default recipe: L-BFGS (5 iterations/step, history 50), grids 5 -> 10 -> 20 "
+                  "(20 + 20 + 40 steps), grid updates every 10 steps up to step 30",
+    "kanpde-mlp": "kanpde MLP [2,100,100,100,100,1] tanh, recipe adam_lbfgs: 1000 Adam steps (lr 1e-3), then "
+                  "100 L-BFGS steps of 5 iterations",
+    "pykan": "pykan 0.2.8 KAN [2,10,1], its PDE tutorial recipe: LBFGS (history 10), grids 5 -> 10 -> 20 with "
+             "50 steps each (20 iterations/step), update_grid_from_samples every 5 steps up to step 20, refine",
+    "deepxde": "DeepXDE 1.15 MLP-PINN [2,100,100,100,100,1] tanh (Glorot normal), pytorch backend: 500 Adam "
+               "(lr 1e-3) + 500 L-BFGS iterations",
+}
+PROBLEMS = ("poisson", "poisson_sinsin")
+THRESHOLDS = (1e-2, 1e-3, 1e-4, 1e-5)
+MESH_PER_SIDE = 21
+TEST_PER_SIDE = 101
+
+
+def make_problem(name: str):
+    from kanpde.problems.poisson import KANPaperPoisson, SinSinPoisson
+
+    if name not in PROBLEMS:
+        raise ValueError(f"unknown time-to-accuracy problem {name!r}; choose from {PROBLEMS}")
+    problem = KANPaperPoisson() if name == "poisson" else SinSinPoisson()
+    problem._name = name
+    return problem
+
+
+def shared_points(problem) -> dict[str, torch.Tensor]:
+    """Interior mesh (441, 2), pykan's boundary points (84, 2), test grid (101^2, 2) and exact values there."""
+    from kanpde.sampling import Sampler, evaluation_grid
+
+    interior = Sampler(method="mesh", n_interior=MESH_PER_SIDE**2).interior(problem.domain)
+    side = torch.linspace(-1.0, 1.0, MESH_PER_SIDE, dtype=torch.float64)
+    ones = torch.ones_like(side)
+    boundary = torch.cat([torch.stack(pair, dim=1) for pair in
+                          ((-ones, side), (ones, side), (side, -ones), (side, ones))])
+    test = evaluation_grid(problem.domain, TEST_PER_SIDE)
+    return {"interior": interior, "boundary": boundary, "test": test, "exact": problem.exact(test).reshape(-1)}
+
+
+class FixedPoints:
+    """A stand-in for :class:`kanpde.sampling.Sampler` that hands out the shared point sets."""
+
+    resample_every = 0
+
+    def __init__(self, interior: torch.Tensor, boundary: torch.Tensor):
+        self.interior_points, self.boundary_points = interior, boundary
+        self.n_interior = len(interior)
+
+    def interior(self, box, n=None) -> torch.Tensor:
+        return self.interior_points.clone()
+
+    def on_faces(self, box, on, n=None) -> torch.Tensor:
+        return self.boundary_points.clone()
+
+
+def rel_l2(predicted: torch.Tensor, exact: torch.Tensor) -> float:
+    return float((predicted.reshape(-1) - exact).norm() / exact.norm())
+
+
+class Clock:
+    """Training time with pauses for the off-clock error checks, and a curve of (time, evaluations, rel_l2)."""
+
+    def __init__(self):
+        self.elapsed, self.started, self.evaluations, self.curve = 0.0, None, 0, []
+
+    def start(self):
+        self.started = time.perf_counter()
+
+    def stop(self):
+        if self.started is not None:
+            self.elapsed += time.perf_counter() - self.started
+            self.started = None
+
+    def record(self, error: float):
+        self.curve.append([round(self.elapsed, 4), self.evaluations, error])
+
+
+def run_kanpde(problem_name: str, family: str, cap: float) -> dict:
+    """kanpde's own recipe from its configs, through :func:`kanpde.training.train`."""
+    from hydra import compose, initialize_config_module
+
+    from kanpde.app import build
+    from kanpde.training import Evaluation, train
+
+    overrides = [f"problem={problem_name}", f"model={family}", "device=cpu", "precision=float64"]
+    if family == "mlp":
+        overrides.append("schedule=adam_lbfgs")
+    with initialize_config_module("kanpde.configs", version_base="1.3"):
+        cfg = compose("solve", overrides=overrides)
+    setup = build(cfg, problem_name)
+    points = shared_points(setup.problem)
+    result = train(setup.problem, setup.model, setup.stages, setup.optimizers,
+                   FixedPoints(points["interior"], points["boundary"]),
+                   Evaluation(points["test"], points["exact"].unsqueeze(-1)), engine=cfg.derivatives,
+                   grid_update=setup.grid_update, eval_every=1, max_time=cap, progress=False)
+    curve = [[row["time"], row["evaluations"], row["rel_l2"]] for row in result.history]
+    return {"status": result.status, "curve": curve, "parameters": result.metrics["parameters"],
+            "note": "time = train() history time (grid extension between stages is not on its clock)"}
+
+
+def run_pykan(problem_name: str, cap: float, width=(2, 10, 1), grids=(5, 10, 20), steps=50) -> dict:
+    """pykan's PDE tutorial recipe on the shared points, in float64."""
+    from kan import LBFGS, MultKAN
+
+    from kanpde.bench_step import pykan_second_derivatives
+
+    torch.set_default_dtype(torch.float64)
+    problem = make_problem(problem_name)
+    points = shared_points(problem)
+    x_i, x_b = points["interior"], points["boundary"]
+    boundary_true = problem.exact(x_b).reshape(-1)
+    clock, status = Clock(), "completed"
+    checkpoint_dir = tempfile.mkdtemp(prefix="kanpde-bench-pykan-")
+    # Building the first model is set-up (not on the clock, as for kanpde); refining is training.
+    model = MultKAN(width=list(width), grid=grids[0], k=3, seed=1, auto_save=False, ckpt_path=checkpoint_dir,
+                    symbolic_enabled=False, device="cpu").speed()
+    clock.record(_error(model, points))
+    clock.start()
+    for grid in grids:
+        if grid != model.grid:
+            model.save_act = True
+            model.get_act(x_i)
+            model = model.refine(grid).speed()
+        optimizer = LBFGS(model.parameters(), lr=1, history_size=10, line_search_fn="strong_wolfe",
+                          tolerance_grad=1e-32, tolerance_change=1e-32, tolerance_ys=1e-32)
+
+        def closure():
+            optimizer.zero_grad()
+            second = pykan_second_derivatives(model, x_i)  # (N, 2): u_xx, u_yy
+            pde = problem.residual(x_i, PureSecond(second[:, 0], second[:, 1])).pow(2).mean()
+            bc = (model(x_b).reshape(-1) - boundary_true).pow(2).mean()
+            loss = problem.residual_weight * pde + bc
+            loss.backward()
+            clock.evaluations += 1
+            return loss
+
+        for step in range(steps):
+            if step % 5 == 0 and step < 20:
+                model.update_grid_from_samples(x_i)
+            optimizer.step(closure)
+            clock.stop()
+            clock.record(_error(model, points))
+            if clock.elapsed >= cap:
+                status = "time_limit"
+                break
+            clock.start()
+        if status != "completed":
+            break
+    clock.stop()
+    parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"status": status, "curve": clock.curve, "parameters": parameters}
+
+
+def run_deepxde(problem_name: str, cap: float, adam_iterations: int = 500,
+                lbfgs_iterations: int = 500, lbfgs_chunk: int = 25) -> dict:
+    """DeepXDE's MLP-PINN (pytorch backend) on the shared points.
+
+    L-BFGS runs as calls of ``lbfgs_chunk`` iterations (``LBFGS_options["iter_per_step"]``) so that the
+    error can be checked between them; ``set_LBFGS_options(maxiter=...)`` alone leaves DeepXDE's per-call
+    limit at its import-time value (1000).
+    """
+    os.environ["DDE_BACKEND"] = "pytorch"
+    with contextlib.redirect_stdout(io.StringIO()):
+        import deepxde as dde
+    import numpy as np
+
+    dde.config.set_default_float("float64")
+    dde.config.set_random_seed(0)
+    problem = make_problem(problem_name)
+    points = shared_points(problem)
+
+    def pde(x, u):
+        second = PureSecond(dde.grad.hessian(u, x, i=0, j=0)[:, 0], dde.grad.hessian(u, x, i=1, j=1)[:, 0])
+        return problem.residual(x, second).unsqueeze(-1)
+
+    geometry = dde.geometry.Rectangle([-1.0, -1.0], [1.0, 1.0])
+    condition = dde.icbc.DirichletBC(geometry, lambda x: np.zeros((len(x), 1)), lambda x, on_boundary: on_boundary)
+    anchors = torch.cat([points["interior"], points["boundary"]]).numpy()
+    data = dde.data.PDE(geometry, pde, condition, num_domain=0, num_boundary=0, anchors=anchors)
+    net = dde.nn.FNN([2] + [100] * 4 + [1], "tanh", "Glorot normal")
+    model = dde.Model(data, net)
+    clock = Clock()
+    test = points["test"]
+
+    class Tracker(dde.callbacks.Callback):
+        def on_train_begin(self):
+            clock.start()
+
+        def on_batch_end(self):
+            clock.stop()
+            with torch.no_grad():
+                clock.record(rel_l2(net(test), points["exact"]))
+            if clock.elapsed >= cap:
+                self.model.stop_training = True
+            clock.start()
+
+        def on_train_end(self):
+            clock.stop()
+
+    def count_evaluations():
+        step = model.opt.step
+
+        def counted(closure=None):
+            def wrapped():
+                clock.evaluations += 1
+                return closure()
+            return step(wrapped)
+
+        model.opt.step = counted
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        model.compile("adam", lr=1e-3, loss_weights=[problem.residual_weight, 1.0])
+        count_evaluations()
+        with torch.no_grad():
+            clock.record(rel_l2(net(test), points["exact"]))
+        model.train(iterations=adam_iterations, callbacks=[Tracker()], display_every=1000, verbose=0)
+        if clock.elapsed < cap:
+            dde.optimizers.set_LBFGS_options(maxiter=lbfgs_iterations)
+            options = dde.optimizers.config.LBFGS_options
+            options["iter_per_step"] = min(lbfgs_chunk, lbfgs_iterations)
+            options["fun_per_step"] = options["maxfun"] * options["iter_per_step"] // options["maxiter"]
+            model.compile("L-BFGS", loss_weights=[problem.residual_weight, 1.0])
+            count_evaluations()
+            model.train(callbacks=[Tracker()], verbose=0)
+    status = "time_limit" if clock.elapsed >= cap else "completed"
+    parameters = sum(p.numel() for p in net.parameters() if p.requires_grad)
+    return {"status": status, "curve": clock.curve, "parameters": parameters,
+            "note": f"L-BFGS in calls of {lbfgs_chunk} iterations; PDE residual also at the 84 boundary anchors"}
+
+
+class PureSecond:
+    """The derivative accessor a Poisson problem's residual reads (u_xx, u_yy, laplacian), from given tensors."""
+
+    def __init__(self, u_xx: torch.Tensor, u_yy: torch.Tensor):
+        self.values = {"u_xx": u_xx, "u_yy": u_yy}
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self.values[name]
+
+    def laplacian(self, output=None) -> torch.Tensor:
+        return self.values["u_xx"] + self.values["u_yy"]
+
+
+@torch.no_grad()
+def _error(model, points) -> float:
+    return rel_l2(model(points["test"]), points["exact"])
+
+
+def available(method: str) -> str | None:
+    """None when the method can run here, else why not."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    wanted = {"pykan": ("pykan", "0.2.8"), "deepxde": ("deepxde", "1.15.0")}.get(method)
+    if wanted is None:
+        return None
+    try:
+        found = version(wanted[0])
+    except PackageNotFoundError:
+        return f"{wanted[0]} is not installed (pip install 'kanpde[bench]')"
+    return None if found == wanted[1] else f"{wanted[0]} {found} is installed, the benchmark pins {wanted[1]}"
+
+
+def summarize(method: str, problem: str, run: dict, cap: float) -> dict:
+    """Thresholds reached (first curve point below each), final and best error, thinned curve."""
+    curve = run.get("curve") or []
+    reached = {}
+    for threshold in THRESHOLDS:
+        hit = next((point for point in curve if point[2] < threshold), None)
+        reached[f"{threshold:.0e}"] = None if hit is None else {"time_s": hit[0], "evaluations": hit[1]}
+    errors = [point[2] for point in curve if math.isfinite(point[2])]
+    return {"method": method, "problem": problem, "recipe": METHODS[method], "cap_s": cap,
+            "status": run.get("status"), "note": run.get("note", ""), "parameters": run.get("parameters"),
+            "final_rel_l2": curve[-1][2] if curve else None, "best_rel_l2": min(errors) if errors else None,
+            "train_time_s": curve[-1][0] if curve else None, "loss_evaluations": curve[-1][1] if curve else None,
+            "reached": reached, "curve": _thin(curve)}
+
+
+def _thin(curve: list, keep: int = 400) -> list:
+    if len(curve) <= keep:
+        return curve
+    stride = math.ceil(len(curve) / keep)
+    return curve[::stride] + ([curve[-1]] if (len(curve) - 1) % stride else [])
+
+
+def time_to_reach(curve: list, error: float) -> float | None:
+    """Training time of the first curve point at or below ``error``."""
+    return next((point[0] for point in curve if point[2] <= error), None)
+
+
+RUNNERS: dict[str, Callable[..., dict]] = {
+    "kanpde-kan": lambda problem, cap: run_kanpde(problem, "kan", cap),
+    "kanpde-mlp": lambda problem, cap: run_kanpde(problem, "mlp", cap),
+    "pykan": run_pykan,
+    "deepxde": run_deepxde,
+}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m kanpde.bench_accuracy",
+                                     description="one time-to-accuracy run (used by kanpde bench)")
+    parser.add_argument("--method", choices=sorted(METHODS), required=True)
+    parser.add_argument("--problem", choices=PROBLEMS, required=True)
+    parser.add_argument("--cap", type=float, default=120.0, help="training seconds before stopping")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", required=True, help="JSON file to write")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    reason = available(args.method)
+    if reason is not None:
+        summary = {"method": args.method, "problem": args.problem, "recipe": METHODS[args.method],
+                   "status": "unavailable", "note": reason, "reached": {f"{t:.0e}": None for t in THRESHOLDS}}
+    else:
+        with contextlib.redirect_stdout(sys.stderr):  # pykan and DeepXDE print progress
+            run = RUNNERS[args.method](args.problem, args.cap)
+        summary = summarize(args.method, args.problem, run, args.cap)
+    with open(args.out, "w") as handle:
+        json.dump(summary, handle)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
