@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from kanpde.nn.jet import Jet, stack_jet, unstack_jet
+from kanpde.nn.jet import Jet
 from kanpde.nn.splines import general_basis, is_uniform, make_knots, uniform_basis, uniform_local
 
 
@@ -101,16 +101,9 @@ class KANLayer(nn.Module):
         evaluate = uniform_basis if self.uniform else general_basis
         return evaluate(h, self.knots, self.order, n_derivatives)
 
-    def _weight(self) -> torch.Tensor:
-        """Combined weight ``(in * (1 + M), out)``: per input, [w_base, w_spline * c_0..c_{M-1}]."""
-        spline = (self.scale_spline.unsqueeze(-1) * self.coef).transpose(1, 2)  # (in, M, out)
-        return torch.cat([self.scale_base.unsqueeze(1), spline], dim=1).reshape(-1, self.n_out)
-
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         """Layer output ``(N, out)`` for inputs ``h`` (N, in)."""
-        (b,) = self.basis(h)
-        features = torch.cat([torch.nn.functional.silu(h).unsqueeze(-1), b], dim=-1)  # (N, in, 1 + M)
-        return features.reshape(h.shape[0], -1) @ self._weight()
+        return self.edge_functions(h, n_derivatives=0)[0].sum(dim=1)
 
     def edge_functions(self, h: torch.Tensor, n_derivatives: int = 2) -> torch.Tensor:
         """phi_ij and its derivatives at ``h`` (N, in): ``(n_derivatives + 1, N, in, out)``."""
