@@ -150,7 +150,7 @@ def run(cfg: DictConfig, output_dir: str | os.PathLike, problem_name: str | None
     result = train(setup.problem, setup.model, setup.stages, setup.optimizers, setup.sampler, setup.evaluation,
                    engine=cfg.derivatives, grid_update=setup.grid_update, eval_every=cfg.eval.every,
                    max_time=cfg.train.max_time, progress=cfg.train.progress, checkpoint=checkpoint,
-                   chunk_size=cfg.train.get("chunk_size"))
+                   chunk_size=cfg.train.get("chunk_size"), divergence_factor=cfg.train.get("divergence_factor", 1e8))
     info = {"problem": setup.problem.name, "model": type(result.model).__name__.lower(), "seed": cfg.seed,
             "dtype": cfg.precision, "device": str(setup.device), "derivatives": cfg.derivatives,
             "n_interior": setup.sampler.n_interior}

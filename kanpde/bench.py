@@ -57,7 +57,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--max-step-seconds", type=float, default=60.0,
                         help="skip a size whose step would take longer than this (estimate; default 60)")
     parser.add_argument("--time-to-accuracy", action="store_true", help="also run the time-to-accuracy comparison")
-    parser.add_argument("--tta-cap", type=float, help="training seconds per time-to-accuracy run (default 120; quick 3)")
+    parser.add_argument("--tta-cap", type=float,
+                        help="training seconds per time-to-accuracy run (default 120; quick 3)")
     parser.add_argument("--tta-problems", nargs="+", choices=bench_accuracy.PROBLEMS)
     parser.add_argument("--tta-methods", nargs="+", choices=sorted(bench_accuracy.METHODS))
     args = parser.parse_args(argv)
@@ -146,7 +147,8 @@ def run_step_time(args, log) -> dict:
                 if note is None:
                     active.append(variant)
                 else:
-                    measurements.append({"variant": variant.id, "dtype": dtype, "n": n, "status": "skipped", "note": note})
+                    measurements.append({"variant": variant.id, "dtype": dtype, "n": n, "status": "skipped",
+                                         "note": note})
             log(f"timing  {dtype} N={n}: {len(active)} variants, {args.repeats} rounds")
             results = bench_step.time_group(active, getattr(torch, dtype), n, args.repeats, args.warmup, args.chunk,
                                             checkpoint_dir)
@@ -166,8 +168,9 @@ def run_step_time(args, log) -> dict:
             profiles.append(bench_step.profile_step(variant, getattr(torch, args.dtypes[0]), n, checkpoint_dir))
     step = {"sizes": args.sizes, "dtypes": args.dtypes, "repeats": args.repeats, "warmup": args.warmup,
             "chunk": args.chunk, "boundary_fraction": bench_step.BOUNDARY_FRACTION, "modes": bench_step.MODES,
-            "memory_method": ("resident set size of a fresh subprocess per variant (all variants in one with --quick; sizes ascending, "
-                              "MALLOC_MMAP_THRESHOLD_=131072): high-water mark during the step (VmHWM, reset through "
+            "memory_method": ("resident set size of a fresh subprocess per variant (all variants in one with --quick; "
+                              "sizes ascending, MALLOC_MMAP_THRESHOLD_=131072): high-water mark during the step "
+                              "(VmHWM, reset through "
                               "/proc/self/clear_refs) minus the resident set just before it"),
             "variants": [{**asdict(v), "id": v.id, "model_label": v.model_label} for v in variants],
             "measurements": measurements, "memory": memory, "profiles": profiles}

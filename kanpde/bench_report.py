@@ -150,7 +150,8 @@ def targets(step: dict | None, accuracy: dict | None) -> list[dict]:
         ("step: pykan / kanpde forward", "pykan / kanpde forward", 15, ratios, n, "wall"),
         ("step: pykan / kanpde trainer path", "pykan / kanpde trainer", 15, ratios, n, "wall"),
         ("step: MLP nested autograd / kanpde KAN forward", "MLP nested autograd / KAN forward", 5, ratios, n, "wall"),
-        ("step: MLP nested autograd / kanpde KAN trainer path", "MLP nested autograd / KAN trainer", 5, ratios, n, "wall"),
+        ("step: MLP nested autograd / kanpde KAN trainer path", "MLP nested autograd / KAN trainer", 5, ratios, n,
+         "wall"),
         ("step: Cox-de Boor nested autograd / kanpde forward (issue 2: 15-20x)", "Cox-de Boor autograd / forward", 15,
          ratios, n, "wall"),
         ("step memory: pykan / kanpde forward", "pykan / kanpde forward", 3, memory, big, "value"),
@@ -186,7 +187,8 @@ def _header(title: str, info: dict, command: str) -> list[str]:
     machine = info["machine"]
     packages = ", ".join(f"{k} {v}" for k, v in machine["packages"].items() if v) or "none"
     lines = [f"# {title}", "", f"Made by `{command}` on {info['created']}.", "",
-             f"- Machine: {machine['cpu']}, {machine['cores']} cores, {machine['memory_gib']} GiB; {machine['platform']}",
+             f"- Machine: {machine['cpu']}, {machine['cores']} cores, {machine['memory_gib']} GiB; "
+             f"{machine['platform']}",
              f"- Python {machine['python']}, torch {machine['torch']}; {packages}",
              f"- Threads: torch.set_num_threads({machine['threads']}) (OMP_WAIT_POLICY={machine['omp_wait_policy']}); "
              f"load average at start {machine['load_average']}, at end {info.get('load_average_end')}",
@@ -222,21 +224,23 @@ def step_markdown(info: dict, command: str) -> str:
                     if record is None:
                         cells.append("")
                     elif record.get("status") != "ok":
-                        cells.append(record.get("status", "?"))
+                        cells.append(record.get("note") or record.get("status", "?"))
                     else:
                         cells.append(_ms(record["median_s"]))
                 lines.append(f"| {labels.get(model, model)} | " + " | ".join(cells) + " |")
             names = ("pykan / kanpde forward", "nested autograd / forward", "Cox-de Boor autograd / forward",
                      "trainer / forward", "MLP nested autograd / KAN forward", "MLP forward / KAN forward")
-            lines += ["", "| ratio | " + " | ".join(labels.get(m, m) for m in models) + " |",
-                      "|---" * (len(models) + 1) + "|"]
+            ratio_rows = []
             for name in names:
                 cells = []
                 for model in models:
                     r = ratio_index.get((name, model, dtype, n))
                     cells.append("" if r is None else f"{r['wall']:.1f}x ({r['cpu']:.1f}x)")
                 if any(cells):
-                    lines.append(f"| {name} | " + " | ".join(cells) + " |")
+                    ratio_rows.append(f"| {name} | " + " | ".join(cells) + " |")
+            if ratio_rows:
+                lines += ["", "| ratio | " + " | ".join(labels.get(m, m) for m in models) + " |",
+                          "|---" * (len(models) + 1) + "|", *ratio_rows]
             lines.append("")
     lines += _memory_markdown(step, labels)
     lines += _profile_markdown(step.get("profiles", []))
@@ -272,7 +276,8 @@ def summary_markdown(folder: Path) -> str:
     lines = ["# kanpde benchmark results", ""]
     for stem, info in loaded.items():
         machine = info["machine"]
-        lines.append(f"- `{stem}.md` / `{stem}.json`: `{info['command']}`, {info['created']}, torch {machine['torch']}, "
+        lines.append(f"- `{stem}.md` / `{stem}.json`: `{info['command']}`, {info['created']}, "
+                     f"torch {machine['torch']}, "
                      f"{machine['threads']} thread(s), git {machine['git']}, load average {machine['load_average']}")
         for name, reason in info.get("unavailable", {}).items():
             lines.append(f"  - {name} unavailable: {reason}")
@@ -294,7 +299,8 @@ def _memory_markdown(step: dict, labels: dict) -> list[str]:
     models = list(dict.fromkeys(m["variant"].split("/")[0] for m in memory))
     big = max(step["sizes"])
     for dtype in step["dtypes"]:
-        modes = [(mode, title) for mode, title in MODE_COLUMNS if any((f"{m}/{mode}", dtype, big) in index for m in models)]
+        modes = [(mode, title) for mode, title in MODE_COLUMNS
+                 if any((f"{m}/{mode}", dtype, big) in index for m in models)]
         if not modes:
             continue
         lines += [f"## {dtype}, N = {big:,}: memory of one step (MB above the resident set before it)", "",
@@ -335,10 +341,12 @@ def accuracy_markdown(info: dict, command: str) -> str:
     lines = _header("kanpde bench: time to accuracy", info, command)
     lines += [accuracy["setup"], "",
               "Cells: training seconds / loss evaluations until rel_l2 first falls below the threshold (errors "
-              f"checked after every optimizer step, off the clock); cap {accuracy['cap_s']:g} s of training per run.", ""]
+              f"checked after every optimizer step, off the clock); cap {accuracy['cap_s']:g} s of training per run.",
+              ""]
     for problem in accuracy["problems"]:
         runs = [r for r in accuracy["runs"] if r["problem"] == problem]
-        lines += [f"## {problem}", "", "| method | parameters | " + " | ".join(f"< {t:.0e}" for t in accuracy["thresholds"])
+        thresholds = " | ".join(f"< {t:.0e}" for t in accuracy["thresholds"])
+        lines += [f"## {problem}", "", f"| method | parameters | {thresholds}"
                   + " | final rel_l2 | best rel_l2 | train time | evaluations | status |",
                   "|---" * (len(accuracy["thresholds"]) + 7) + "|"]
         for run in runs:

@@ -79,6 +79,10 @@ def _hydra_main(argv: list[str]) -> int:
         name = hydra_cfg.runtime.choices.get("problem")
         try:
             metrics = run(cfg, hydra_cfg.runtime.output_dir, problem_name=name)
+        except KeyboardInterrupt:  # before training started (interrupts during training are handled there)
+            log.warning("interrupted before training started; nothing was trained")
+            outcome["code"] = EXIT_INTERRUPTED
+            return None
         except ConfigError as error:
             log.error("invalid configuration: %s", error)
             outcome["code"] = EXIT_USAGE

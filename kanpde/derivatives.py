@@ -24,11 +24,19 @@ def autograd_jet(model: torch.nn.Module, x: torch.Tensor) -> Jet:
     value = model(x)  # (N, out)
     firsts, seconds = [], []
     for o in range(value.shape[1]):
-        (grad,) = torch.autograd.grad(value[:, o].sum(), x, create_graph=True)  # (N, d)
-        pure = [torch.autograd.grad(grad[:, a].sum(), x, create_graph=True)[0][:, a] for a in range(x.shape[1])]
+        grad = _grad(value[:, o], x)  # (N, d)
+        pure = [_grad(grad[:, a], x)[:, a] for a in range(x.shape[1])]
         firsts.append(grad)
         seconds.append(torch.stack(pure, dim=1))
     return Jet(value, torch.stack(firsts, dim=-1), torch.stack(seconds, dim=-1))
+
+
+def _grad(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """d(sum y)/dx with a graph; zeros where y does not depend on x (e.g. a model linear in x)."""
+    if not y.requires_grad:
+        return torch.zeros_like(x)
+    (grad,) = torch.autograd.grad(y.sum(), x, create_graph=True, allow_unused=True, materialize_grads=True)
+    return grad
 
 
 class Fields:
@@ -111,12 +119,13 @@ class Fields:
         else:
             base, rest = self.derivative(output, wrt[:1]), wrt[1:]
         for index in rest:
-            (grad,) = torch.autograd.grad(base.sum(), self.x, create_graph=True)
-            base = grad[:, index]
+            base = _grad(base, self.x)[:, index]
         return base
 
     def laplacian(self, output: str | None = None) -> torch.Tensor:
         """Sum of pure second derivatives over all variables, (N,)."""
+        if output is not None and output not in self.outputs:
+            raise KeyError(f"unknown field {output!r}; outputs are {self.outputs}")
         index = self.outputs.index(output) if output is not None else 0
         return sum(self.derivative(index, (a, a)) for a in range(len(self.variables)))
 

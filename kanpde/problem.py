@@ -74,7 +74,10 @@ class Box:
         if name not in self.variables or not value:
             raise ValueError(f"unknown face {face!r}; faces of this domain are {self.face_names()} or 'boundary'")
         index = self.variables.index(name)
-        bound = float(value)
+        try:
+            bound = float(value)
+        except ValueError:
+            raise ValueError(f"unknown face {face!r}; faces of this domain are {self.face_names()} or 'boundary'") from None
         if not any(math.isclose(bound, b, rel_tol=1e-12, abs_tol=1e-12) for b in (self.lower[index], self.upper[index])):
             raise ValueError(f"{face!r} is not a face of the domain: {name} ranges over "
                              f"[{self.lower[index]}, {self.upper[index]}]; faces are {self.face_names()}")

@@ -193,7 +193,7 @@ def train(problem: Problem, model: torch.nn.Module, stages: Sequence[Stage],
           engine: str = "forward", transform=None, grid_update: GridUpdate | None = GridUpdate(),
           eval_every: int = 10, max_time: float | None = None, progress: bool | None = None,
           checkpoint: Callable[[torch.nn.Module, int], None] | None = None,
-          chunk_size: int | None = None) -> Result:
+          chunk_size: int | None = None, divergence_factor: float = 1e8) -> Result:
     """Train ``model`` on ``problem`` through ``stages``; see the module docstring.
 
     Args:
@@ -207,6 +207,8 @@ def train(problem: Problem, model: torch.nn.Module, stages: Sequence[Stage],
         progress: show a tqdm bar (``None``: only in a terminal).
         checkpoint: called as ``checkpoint(model, step)`` at the end of each stage.
         chunk_size: process interior points in chunks of this size (bounded memory, same gradient).
+        divergence_factor: a loss above this multiple of the stage's best counts as divergence (float64
+            can hold an exploding loss of 1e70 without ever reaching inf).
     """
     if chunk_size is not None and (int(chunk_size) != chunk_size or chunk_size < 1):
         raise ValueError(f"chunk_size must be an integer >= 1 or None, got {chunk_size!r}")
@@ -253,6 +255,7 @@ def train(problem: Problem, model: torch.nn.Module, stages: Sequence[Stage],
                                               adaptive=grid_update.adaptive if grid_update else 0.0)
                     last_good = copy.deepcopy(model.state_dict())
             optimizer = optimizers[stage.optimizer](model.parameters())
+            best_loss = math.inf
 
             def closure():
                 optimizer.zero_grad(set_to_none=True)
@@ -278,17 +281,21 @@ def train(problem: Problem, model: torch.nn.Module, stages: Sequence[Stage],
                 if sampler.resample_every and state["step"] > 0 and state["step"] % sampler.resample_every == 0:
                     points["interior"] = sampler.interior(problem.domain).to(dtype=dtype, device=device)
                     optimizer = optimizers[stage.optimizer](model.parameters())
+                before = copy.deepcopy(model.state_dict())
+                # step() returns the loss at the parameters *before* the step: a finite, bounded value
+                # certifies ``before``, which becomes the state restored if a later step diverges.
                 loss = optimizer.step(closure)
                 state["train_time"] += time.perf_counter() - tick
                 state["step"] += 1
                 bar.update(1)
-                if not _finite(loss, model):
-                    raise Diverged(f"the loss became {float(loss) if loss is not None else 'undefined'} at step "
-                                   f"{state['step']} (stage {stage_index}); lower the learning rate, use "
-                                   "precision=float64 or an L-BFGS stage")
-                last_good = copy.deepcopy(model.state_dict())
+                _check_loss(loss, best_loss, divergence_factor, state["step"], stage_index)
+                best_loss = min(best_loss, float(loss))
+                last_good = before
                 if state["step"] % eval_every == 0 or step_in_stage == stage.steps:
                     record(stage_index, terms_now)
+            with torch.enable_grad():  # certify the parameters after the stage's last step
+                _check_loss(closure(), best_loss, divergence_factor, state["step"], stage_index)
+            last_good = copy.deepcopy(model.state_dict())
             if checkpoint is not None:
                 checkpoint(model, state["step"])
             if status != "completed":
@@ -319,7 +326,9 @@ def train(problem: Problem, model: torch.nn.Module, stages: Sequence[Stage],
     return Result(model, status, metrics, history, message)
 
 
-def _finite(loss, model: torch.nn.Module) -> bool:
-    if loss is None or not math.isfinite(float(loss.detach() if torch.is_tensor(loss) else loss)):
-        return False
-    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
+def _check_loss(loss, best_loss: float, factor: float, step: int, stage_index: int) -> None:
+    """Raise :class:`Diverged` when ``loss`` is missing, not finite, or ``factor`` times the best so far."""
+    value = float(loss.detach()) if torch.is_tensor(loss) else (math.nan if loss is None else float(loss))
+    if not math.isfinite(value) or (math.isfinite(best_loss) and value > factor * max(best_loss, 1e-300)):
+        raise Diverged(f"the loss became {value:.3g} at step {step} (stage {stage_index}, best so far "
+                       f"{best_loss:.3g}); lower the learning rate, use precision=float64 or an L-BFGS stage")

@@ -12,6 +12,7 @@ import math
 import torch
 
 from kanpde import Box, Problem, dirichlet
+from kanpde.constraints import HardConstraint
 
 PI = math.pi
 
@@ -31,17 +32,19 @@ class Helmholtz(Problem):
             u vanishes on the boundary.
         k: wave number of the equation, finite and >= 0. k^2 must not be a Dirichlet eigenvalue of -Laplacian
             on the square, (pi/2)^2 (m^2 + n^2) with m, n >= 1: there the solution is not unique.
+        hard: impose u = 0 on the boundary exactly through the ansatz u = (1 - x^2)(1 - y^2) N(x, y)
+            (no boundary loss); otherwise as the weighted loss ``boundary``.
         residual_weight: weight of the interior mean-square residual. The source is large
-            (|q| up to (a1^2 + a2^2) pi^2 - k^2, about 167 by default), so the residual is scaled down
-            against the boundary term, as in the KAN paper's 0.01 : 1 Poisson weighting.
-        boundary_weight: weight of the boundary mean square.
+            (|q| up to (a1^2 + a2^2) pi^2 - k^2, about 167 by default), so with ``hard=false`` the residual
+            is scaled down against the boundary term, as in the KAN paper's 0.01 : 1 Poisson weighting.
+        boundary_weight: weight of the boundary mean square when ``hard`` is false.
     """
 
     variables = ("x", "y")
     outputs = ("u",)
     description = "Helmholtz: u_xx + u_yy + k^2 u = q on [-1,1]^2, u = sin(a1 pi x) sin(a2 pi y) (jaxKAN)"
 
-    def __init__(self, a1: int = 1, a2: int = 4, k: float = 1.0, residual_weight: float = 1.0e-4,
+    def __init__(self, a1: int = 1, a2: int = 4, k: float = 1.0, hard: bool = True, residual_weight: float = 1.0e-4,
                  boundary_weight: float = 1.0):
         for name, value in (("a1", a1), ("a2", a2)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) or value == 0:
@@ -53,12 +56,16 @@ class Helmholtz(Problem):
             raise ValueError(f"k^2 = {float(k) ** 2:g} is a Dirichlet eigenvalue of -Laplacian on [-1, 1]^2 "
                              "((pi/2)^2 (m^2 + n^2) for integers m, n >= 1): the solution is not unique there; "
                              "choose another k")
+        if not isinstance(hard, bool):
+            raise TypeError(f"hard must be true or false, got {hard!r}")
         for name, value in (("residual_weight", residual_weight), ("boundary_weight", boundary_weight)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
         self.a1, self.a2, self.k = int(a1), int(a2), float(k)
         self.residual_weight, self.boundary_weight = float(residual_weight), float(boundary_weight)
         self.domain = Box(self.variables, lower=(-1.0, -1.0), upper=(1.0, 1.0))
+        self.hard = hard
+        self.hard_constraint = HardConstraint(_zero, _distance) if hard else None
 
     def exact(self, x: torch.Tensor) -> torch.Tensor:
         """u = sin(a1 pi x) sin(a2 pi y) at points ``x`` (N, 2): (N, 1)."""
@@ -72,7 +79,19 @@ class Helmholtz(Problem):
         return d["u_xx"] + d["u_yy"] + self.k**2 * d["u"] - self.source(x)
 
     def conditions(self):
+        if self.hard:  # satisfied exactly by the ansatz
+            return {}
         return {"boundary": dirichlet(0.0, on="boundary", weight=self.boundary_weight)}
+
+
+def _zero(x: torch.Tensor) -> torch.Tensor:
+    """The boundary values, 0, at points ``x`` (N, 2): (N,)."""
+    return torch.zeros_like(x[:, 0])
+
+
+def _distance(x: torch.Tensor) -> torch.Tensor:
+    """(1 - x^2)(1 - y^2): zero on the boundary of [-1, 1]^2, positive inside; (N,)."""
+    return (1 - x[:, 0] ** 2) * (1 - x[:, 1] ** 2)
 
 
 def _is_dirichlet_eigenvalue(k_squared: float) -> bool:

@@ -103,7 +103,8 @@ def test_step_ratios_are_ratios_of_medians():
     assert ratios["pykan / kanpde forward"]["wall"] == pytest.approx(20.0)
     assert ratios["MLP nested autograd / KAN forward"]["cpu"] == pytest.approx(6.0)
     assert ratios["pykan / kanpde trainer"]["wall"] == pytest.approx(2.0 / 0.15)
-    rows = bench_report.targets({"sizes": [100], "ratios": bench_report.step_ratios(measurements), "variants": []}, None)
+    step = {"sizes": [100], "ratios": bench_report.step_ratios(measurements), "variants": []}
+    rows = bench_report.targets(step, None)
     assert rows[0]["value"] == pytest.approx(20.0) and rows[0]["met"] is True and rows[0]["n"] == 100
 
 

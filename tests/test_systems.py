@@ -182,7 +182,8 @@ def test_residual_vanishes_on_the_exact_solution(kind):
 
     terms = loss_terms(problem, Exact(), probe_points(problem), engine="autograd")
     for name, value in terms.items():
-        assert float(value.detach()) < 1e-20, f"{kind}: term {name!r} = {float(value.detach()):.3e} on the exact solution"
+        value = float(value.detach())
+        assert value < 1e-20, f"{kind}: term {name!r} = {value:.3e} on the exact solution"
 
 
 @pytest.mark.parametrize("kind", sorted(PROBLEMS))
