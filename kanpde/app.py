@@ -6,6 +6,7 @@ command line.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -24,6 +25,7 @@ from kanpde.training import Evaluation, GridUpdate, Stage, train
 log = logging.getLogger("kanpde")
 
 PRECISIONS = {"float32": torch.float32, "float64": torch.float64}
+FINISHED = ("completed", "time_limit")  # statuses a rerun with train.skip_if_done leaves alone
 OPTIMIZER_PREFIXES = ("torch.optim.", "kanpde.")
 MODEL_PREFIXES = ("kanpde.",)
 
@@ -95,7 +97,7 @@ def build(cfg: DictConfig, problem_name: str | None = None) -> Setup:
     _check_target(cfg.model, MODEL_PREFIXES, "the model config")
     try:
         model = instantiate(cfg.model, n_in=box.dim, n_out=len(problem.outputs), input_range=box.ranges)
-        stages = [Stage(**OmegaConf.to_container(stage)) for stage in cfg.schedule.stages]
+        stages = [Stage(**OmegaConf.to_container(stage, resolve=True)) for stage in cfg.schedule.stages]
         sampler = instantiate(cfg.sampler)
     except Exception as error:
         raise ConfigError(f"invalid model, schedule or sampler settings: {error.__cause__ or error}") from None
@@ -134,9 +136,25 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def finished_run(output_dir: Path, cfg: DictConfig) -> dict | None:
+    """metrics.json's content if ``output_dir`` holds a finished run of exactly ``cfg``, else None."""
+    try:
+        metrics = json.loads((output_dir / "metrics.json").read_text())
+        previous = OmegaConf.to_container(OmegaConf.load(output_dir / "config.yaml"))
+    except Exception:  # missing, half-written or unparsable files: not a finished run
+        return None
+    same_config = previous == OmegaConf.to_container(cfg, resolve=True)
+    return metrics if same_config and metrics.get("status") in FINISHED else None
+
+
 def run(cfg: DictConfig, output_dir: str | os.PathLike, problem_name: str | None = None) -> dict:
     """Build from ``cfg``, train, and write the run folder ``output_dir``; returns metrics.json's content."""
     output_dir = Path(output_dir)
+    if cfg.train.get("skip_if_done"):
+        done = finished_run(output_dir, cfg)
+        if done is not None:
+            log.info("skipping %s: already %s with this config (train.skip_if_done)", output_dir, done["status"])
+            return done
     output_dir.mkdir(parents=True, exist_ok=True)
     setup = build(cfg, problem_name)
     (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))

@@ -108,8 +108,8 @@ def read_history(path: Path) -> dict[str, list[float]]:
     for row in rows:
         if row.get("rel_l2") in (None, ""):
             continue
-        for key in columns:
-            columns[key].append(float(row[key]))
+        for key, values in columns.items():
+            values.append(float(row[key]))
     return columns
 
 
@@ -147,7 +147,9 @@ def _warm_up() -> None:
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="kanpde compare", description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog="kanpde compare", description="Solve PROBLEM with a KAN and an MLP-PINN on the same "
+                                     "collocation points, optimizer steps and stopping rule; print and save a table "
+                                     "and an overlay of their error histories.",
                                      epilog="Example: kanpde compare poisson train.max_time=120 "
                                             "--kan model.hidden=[10] --mlp model.hidden=[100,100,100,100]")
     parser.add_argument("problem", help="problem name (see `kanpde list`)")

@@ -185,7 +185,7 @@ def plot(path: Path, points: list[Point], title: str = "") -> None:
             if math.isfinite(slope):
                 ends = [min(p.parameters for p in members), max(p.parameters for p in members)]
                 ax.plot(ends, [10 ** (intercept + slope * math.log10(n)) for n in ends], color=color, lw=2.2,
-                        ls="--", label=f"{family.upper()} fit: N^{slope:.2f} (r={r:.2f})")
+                        ls="--", label=f"{family.upper()} fit: $N^{{{slope:.2f}}}$ (r={r:.2f})")
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("trainable parameters N")
@@ -229,14 +229,16 @@ def summary(points: list[Point], rows: list[dict], gaps: list[dict]) -> str:
         lines.append(f"| {family} | {cells[0]} | {cells[1]} | "
                      f"{min(p.parameters for p in members)}-{max(p.parameters for p in members)} |")
     capped = sum(row["status"] == "time_limit" for row in rows)
-    lines += ["", f"{len(rows)} runs: {len(rows) - len(gaps)} finished ({capped} stopped by train.max_time), "
-              f"{len(gaps)} gaps."]
+    lines += ["", (f"{len(rows)} runs: {len(rows) - len(gaps)} finished ({capped} stopped by train.max_time), "
+                   f"{len(gaps)} gaps.")]
     lines += [f"- {row['status']}: {row['path']}" for row in gaps]
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="kanpde scaling", description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog="kanpde scaling", description="Collate every run under RESULTS_DIR into runs.csv "
+                                     "and scaling.md, report missing and failed runs, and plot error against "
+                                     "trainable parameters (log-log, fitted power laws) into scaling.png.",
                                      epilog="Example: kanpde scaling results/multirun/scaling_poisson "
                                             "--out results/scaling")
     parser.add_argument("results_dir", type=Path, help="a sweep folder (searched recursively for runs)")

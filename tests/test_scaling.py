@@ -43,7 +43,7 @@ def sweep(tmp_path_factory):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MPLBACKEND": "Agg",
            "PYTHONWARNINGS": "ignore"}
     done = subprocess.run([sys.executable, "-m", "kanpde", *TINY_SWEEP], cwd=root, env=env, capture_output=True,
-                          text=True, timeout=180)
+                          text=True, timeout=180, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     return root.joinpath(*SWEEP_DIR)
 
@@ -87,8 +87,6 @@ def test_collation_reports_missing_and_failed_runs(sweep, tmp_path, capsys):
 
 def test_rerun_skips_finished_runs(sweep, tmp_path, cli):
     """Rerunning a sweep leaves finished runs alone (train.skip_if_done) and redoes the missing one."""
-    if "skip_if_done" not in compose_solve([]).train:
-        pytest.xfail("kanpde.app.run does not implement train.skip_if_done yet (configs/solve.yaml lacks it)")
     root = tmp_path / "rerun"
     shutil.copytree(sweep.parents[2], root)
     folders = sorted(p.parent for p in (root.joinpath(*SWEEP_DIR)).rglob("metrics.json"))

@@ -2,7 +2,7 @@
 listed by ``python -m kanpde`` run in that folder; and the built-in Helmholtz problem, written the same way,
 holds to its own declaration.
 
-The files written below are the ones docs/define_your_own_pde.md shows (kept in step by
+The files written below are the ones the README's "Define your own PDE" shows (kept in step by
 ``test_the_docs_show_these_files``).
 """
 
@@ -21,7 +21,7 @@ from kanpde.training import collocation, loss_terms
 from kanpde.sampling import Sampler
 from kanpde.validation import validate
 
-DOCS = Path(__file__).resolve().parents[1] / "docs" / "define_your_own_pde.md"
+ROOT = Path(__file__).resolve().parents[1]
 
 MY_PDE = textwrap.dedent('''\
     """My first kanpde problem: steady reaction-diffusion on the unit square."""
@@ -162,7 +162,9 @@ def test_a_broken_user_problem_stops_before_training_with_the_fix(user_folder, c
 
 
 def test_the_docs_show_these_files():
-    text = DOCS.read_text()
+    """The README's "Define your own PDE" (kept in docs/define_your_own_pde.md too) shows these files."""
+    docs = [ROOT / "docs" / "define_your_own_pde.md", ROOT / "README.md"]
+    text = "\n".join(path.read_text() for path in docs if path.is_file())
     assert MY_PDE in text and MY_PDE_YAML in text
     assert "python -m kanpde solve my_pde" in text
 
@@ -191,7 +193,7 @@ class ExactModel(torch.nn.Module):
 
 @pytest.mark.parametrize("a1, a2, k", [(1, 4, 1.0), (2, 3, 0.0), (-1, 1, 5.0)])
 def test_helmholtz_exact_solution_zeroes_every_term(helmholtz, a1, a2, k):
-    problem = helmholtz(a1=a1, a2=a2, k=k)
+    problem = helmholtz(a1=a1, a2=a2, k=k, hard=False)
     points = collocation(problem, Sampler(n_interior=128, n_boundary=64, seed=0))
     terms = loss_terms(problem, ExactModel(problem), points, engine="autograd")
     assert set(terms) == {"pde", "boundary"}
@@ -207,7 +209,17 @@ def test_helmholtz_defaults_are_jaxkans_benchmark(helmholtz):
     torch.testing.assert_close(problem.exact(x), torch.ones(1, 1, dtype=torch.float64))
     torch.testing.assert_close(problem.source(x), torch.tensor([1 - 17 * math.pi**2], dtype=torch.float64))
     report = validate(problem, ExactModel(problem))
-    assert report.terms == ("pde", "boundary") and not report.used_autograd
+    assert report.terms == (("pde",) if problem.hard else ("pde", "boundary")) and not report.used_autograd
+
+
+def test_helmholtz_hard_ansatz_vanishes_on_the_boundary(helmholtz):
+    problem = helmholtz(hard=True)
+    assert problem.conditions() == {}
+    faces = Sampler(n_boundary=64, seed=0).on_faces(problem.domain, "boundary")  # (64, 2)
+    network = torch.randn(len(faces), 1, dtype=torch.float64)
+    assert problem.hard_constraint.apply_value(faces, network).abs().max() < 1e-15
+    inside = torch.tensor([[0.3, -0.2]], dtype=torch.float64)
+    assert problem.hard_constraint.apply_value(inside, torch.ones(1, 1, dtype=torch.float64)) > 0.8
 
 
 @pytest.mark.parametrize("settings, message", [
@@ -224,6 +236,11 @@ def test_helmholtz_defaults_are_jaxkans_benchmark(helmholtz):
 def test_helmholtz_rejects_bad_parameters(helmholtz, settings, message):
     with pytest.raises(ValueError, match=message):
         helmholtz(**settings)
+
+
+def test_helmholtz_hard_must_be_a_bool(helmholtz):
+    with pytest.raises(TypeError, match="hard must be true or false, got 'yes'"):
+        helmholtz(hard="yes")
 
 
 def test_helmholtz_accepts_k_between_eigenvalues(helmholtz):
