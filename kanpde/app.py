@@ -21,6 +21,7 @@ from kanpde.problem import Problem
 from kanpde.results import save_checkpoint, write_run
 from kanpde.sampling import evaluation_grid
 from kanpde.training import Evaluation, GridUpdate, Stage, train
+from kanpde.validation import validate
 
 log = logging.getLogger("kanpde")
 
@@ -108,6 +109,11 @@ def build(cfg: DictConfig, problem_name: str | None = None) -> Setup:
     grid_update = GridUpdate(**cfg.grid_update) if cfg.grid_update and cfg.grid_update.every >= 0 else None
     evaluation = make_evaluation(problem, cfg.eval.points_per_side)
     model = model.to(device=device, dtype=dtype)
+    try:  # probe the user's functions on a few points before any training
+        report = validate(problem, model, cfg.derivatives)
+    except ValueError as error:  # InvalidProblem (and its TypeError variant) says what to fix
+        raise ConfigError(str(error)) from None
+    log.info(report.summary())
     if evaluation is not None:
         evaluation = Evaluation(evaluation.points.to(device=device, dtype=dtype),
                                 evaluation.values.to(device=device, dtype=dtype))

@@ -146,3 +146,45 @@ def test_tiny_run_end_to_end(extra, tmp_path):
     assert math.isfinite(metrics["rel_l2"]) and metrics["rel_l2"] < 2.0
     prediction = np.load(tmp_path / "prediction.npz")
     assert len(prediction[prediction.files[0]]) == 32 * 11
+
+
+def test_stretched_problem_is_the_same_equation_in_s():
+    """The residual in (s, t) of u(x(s), t) equals the residual in (x, t) of u at x(s)."""
+    plain, stretched = Burgers(), Burgers(stretch=0.02)
+    assert stretched.variables == ("s", "t") and plain.variables == ("x", "t")
+
+    def smooth(x, t):  # any smooth function will do
+        return torch.tanh(3 * x - t) * torch.exp(-t) + 0.1 * x**2
+
+    class InX(torch.nn.Module):
+        def forward(self, p):
+            return smooth(p[:, 0], p[:, 1]).unsqueeze(-1)
+
+    class InS(torch.nn.Module):
+        def forward(self, p):
+            return smooth(stretched.stretch.to_x(p[:, 0]), p[:, 1]).unsqueeze(-1)
+
+    generator = torch.Generator().manual_seed(0)
+    s = torch.rand(30, 2, generator=generator, dtype=torch.float64) * torch.tensor([2.0, 1.0]) - torch.tensor([1.0, 0.0])
+    x = torch.stack([stretched.stretch.to_x(s[:, 0]), s[:, 1]], 1)
+    in_s = stretched.residual(s, Fields(InS(), s, stretched.variables, stretched.outputs, engine="autograd"))
+    in_x = plain.residual(x, Fields(InX(), x, plain.variables, plain.outputs, engine="autograd"))
+    torch.testing.assert_close(in_s, in_x, rtol=1e-10, atol=1e-10)
+
+
+def test_stretched_reference_and_constraint():
+    plain, stretched = Burgers(reference_points=(16, 5)), Burgers(stretch=0.02, reference_points=(16, 5))
+    (x_points, x_values), (s_points, s_values) = plain.reference(), stretched.reference()
+    torch.testing.assert_close(s_values, x_values)
+    torch.testing.assert_close(stretched.stretch.to_x(s_points[:, 0]), x_points[:, 0], rtol=0, atol=1e-14)
+    assert s_points[:, 0].min() == -1.0 and s_points[:, 0].max() == 1.0
+    initial = s_points[s_points[:, 1] == 0]
+    u0 = stretched.hard_constraint.apply_value(initial, torch.randn(len(initial), 1, dtype=torch.float64))
+    torch.testing.assert_close(u0[:, 0], -torch.sin(math.pi * stretched.stretch.to_x(initial[:, 0])), rtol=0, atol=1e-14)
+    assert set(Burgers(stretch=0.02, hard=False).conditions()) == {"initial", "boundary"}
+
+
+@pytest.mark.parametrize("stretch", [-0.1, math.inf, True])
+def test_bad_stretch(stretch):
+    with pytest.raises(ValueError, match="stretch must be a finite number >= 0"):
+        Burgers(stretch=stretch)
