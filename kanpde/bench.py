@@ -57,6 +57,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--max-step-seconds", type=float, default=60.0,
                         help="skip a size whose step would take longer than this (estimate; default 60)")
     parser.add_argument("--time-to-accuracy", action="store_true", help="also run the time-to-accuracy comparison")
+    parser.add_argument("--report-only", action="store_true",
+                        help="run nothing: rebuild the Markdown files from the JSON files already in --out")
     parser.add_argument("--tta-cap", type=float,
                         help="training seconds per time-to-accuracy run (default 120; quick 3)")
     parser.add_argument("--tta-problems", nargs="+", choices=bench_accuracy.PROBLEMS)
@@ -237,6 +239,22 @@ def write(out: Path, stem: str, info: dict, markdown: str) -> None:
     (out / f"{stem}.md").write_text(markdown)
 
 
+def rebuild_reports(out: Path) -> int:
+    """Markdown from the JSON files in ``out`` (after a change of the report format, say)."""
+    renderers = {"step_time": bench_report.step_markdown, "time_to_accuracy": bench_report.accuracy_markdown}
+    found = [stem for stem in renderers if (out / f"{stem}.json").exists()]
+    if not found:
+        print(f"kanpde bench: no step_time.json or time_to_accuracy.json in {out}", file=sys.stderr)
+        return 2
+    for stem in found:
+        info = json.loads((out / f"{stem}.json").read_text())
+        (out / f"{stem}.md").write_text(renderers[stem](info, info["command"]))
+    summary = bench_report.summary_markdown(out)
+    (out / "README.md").write_text(summary)
+    print(summary)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
@@ -249,6 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     def log(message: str) -> None:
         print(f"[{time.perf_counter() - started:7.1f} s] {message}", file=sys.stderr, flush=True)
 
+    if args.report_only:
+        return rebuild_reports(out)
     base = {"command": command, "machine": bench_report.machine_info(args.threads), "quick": args.quick}
     if not args.no_step_time:
         info = {"kind": "kanpde-bench-step-time", "created": time.strftime("%Y-%m-%d %H:%M:%S %z"), **base,

@@ -249,7 +249,8 @@ def time_group(variants: Sequence[Variant], dtype: torch.dtype, n: int, repeats:
                            "parameters": count_parameters(model), "wall_s": [], "cpu_s": [], "status": "ok"}
         if variant.mode == "trainer-chunked":
             out[variant.id]["chunk"] = chunk
-            out[variant.id]["chunk_gradient_rel_diff"] = chunk_check(variant, model, points, chunk) if n > chunk else 0.0
+            difference = chunk_check(variant, model, points, chunk) if n > chunk else 0.0
+            out[variant.id]["chunk_gradient_rel_diff"] = difference
     order = random.Random(seed)
     planned = {}
     for _ in range(warmup):
@@ -289,8 +290,8 @@ def profile_step(variant: Variant, dtype: torch.dtype, n: int, checkpoint_dir: s
             step(points)
     events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
     total = sum(e.self_cpu_time_total for e in events) or 1.0
-    top = [{"op": e.key, "self_ms_per_step": e.self_cpu_time_total / 1e3 / steps, "share": e.self_cpu_time_total / total,
-            "calls_per_step": e.count / steps} for e in events[:rows]]
+    top = [{"op": e.key, "self_ms_per_step": e.self_cpu_time_total / 1e3 / steps,
+            "share": e.self_cpu_time_total / total, "calls_per_step": e.count / steps} for e in events[:rows]]
     return {"variant": variant.id, "dtype": str(dtype).removeprefix("torch."), "n": n, "steps": steps,
             "total_ms_per_step": total / 1e3 / steps, "top": top}
 
@@ -384,5 +385,6 @@ def _probe_main(argv: Sequence[str]) -> int:
 
 if __name__ == "__main__":
     if sys.argv[1:2] != ["probe"]:
-        sys.exit("usage: python -m kanpde.bench_step probe --variant JSON --dtype D --sizes N... (used by kanpde bench)")
+        sys.exit("usage: python -m kanpde.bench_step probe --variant JSON --dtype D --sizes N... "
+                 "(used by kanpde bench)")
     sys.exit(_probe_main(sys.argv[2:]))

@@ -117,7 +117,7 @@ def test_bad_nu_from_the_command_line_is_a_config_error():
 
 @pytest.mark.parametrize("hard", [True, False])
 def test_residual_and_conditions(hard):
-    problem = Burgers(hard=hard)
+    problem = Burgers(hard=hard, stretch=0)
     assert (problem.hard_constraint is not None) == hard
     assert set(problem.conditions()) == (set() if hard else {"initial", "boundary"})
 
@@ -133,8 +133,8 @@ def test_residual_and_conditions(hard):
     torch.testing.assert_close(problem.residual(x, fields), expected, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("extra", [[], ["problem.hard=false"], ["model=mlp", "model.hidden=[4]"]],
-                         ids=["kan-hard", "kan-soft", "mlp"])
+@pytest.mark.parametrize("extra", [[], ["problem.hard=false"], ["problem.stretch=0"], ["model=mlp", "model.hidden=[4]"]],
+                         ids=["kan-hard-stretched", "kan-soft-stretched", "kan-hard-in-x", "mlp"])
 def test_tiny_run_end_to_end(extra, tmp_path):
     overrides = ["problem=burgers", "schedule.stages=[{optimizer:lbfgs,steps:2,grid_size:5}]",
                  "sampler.n_interior=64", "sampler.n_boundary=32", "model.hidden=[3]", "train.plot=false",
@@ -146,11 +146,13 @@ def test_tiny_run_end_to_end(extra, tmp_path):
     assert math.isfinite(metrics["rel_l2"]) and metrics["rel_l2"] < 2.0
     prediction = np.load(tmp_path / "prediction.npz")
     assert len(prediction[prediction.files[0]]) == 32 * 11
+    if "problem.hard=false" in extra:
+        assert "loss_initial" in (tmp_path / "history.csv").read_text()
 
 
 def test_stretched_problem_is_the_same_equation_in_s():
-    """The residual in (s, t) of u(x(s), t) equals the residual in (x, t) of u at x(s)."""
-    plain, stretched = Burgers(), Burgers(stretch=0.02)
+    """The residual in (s, t) of u(x(s), t) is the residual in (x, t) at x(s), times sqrt(dx/ds)."""
+    plain, stretched = Burgers(stretch=0), Burgers(stretch=0.02)
     assert stretched.variables == ("s", "t") and plain.variables == ("x", "t")
 
     def smooth(x, t):  # any smooth function will do
@@ -169,11 +171,14 @@ def test_stretched_problem_is_the_same_equation_in_s():
     x = torch.stack([stretched.stretch.to_x(s[:, 0]), s[:, 1]], 1)
     in_s = stretched.residual(s, Fields(InS(), s, stretched.variables, stretched.outputs, engine="autograd"))
     in_x = plain.residual(x, Fields(InX(), x, plain.variables, plain.outputs, engine="autograd"))
-    torch.testing.assert_close(in_s, in_x, rtol=1e-10, atol=1e-10)
+    weight = stretched.stretch.derivatives(s[:, 0])[0].rsqrt()  # sqrt(dx/ds): the change of variables
+    torch.testing.assert_close(in_s, in_x * weight, rtol=1e-10, atol=1e-10)
+    mean_square_in_x = (in_x**2 / stretched.stretch.derivatives(s[:, 0])[0]).mean()
+    torch.testing.assert_close((in_s**2).mean(), mean_square_in_x)
 
 
 def test_stretched_reference_and_constraint():
-    plain, stretched = Burgers(reference_points=(16, 5)), Burgers(stretch=0.02, reference_points=(16, 5))
+    plain, stretched = Burgers(stretch=0, reference_points=(16, 5)), Burgers(stretch=0.02, reference_points=(16, 5))
     (x_points, x_values), (s_points, s_values) = plain.reference(), stretched.reference()
     torch.testing.assert_close(s_values, x_values)
     torch.testing.assert_close(stretched.stretch.to_x(s_points[:, 0]), x_points[:, 0], rtol=0, atol=1e-14)

@@ -21,7 +21,7 @@ def test_solve_poisson_writes_a_run_folder(tmp_path, cli, tiny_overrides, find_r
     runs = find_runs(tmp_path)
     assert len(runs) == 1, list((tmp_path / "results").rglob("*"))
     folder = runs[0]
-    assert folder.name.endswith("_kan")
+    assert folder.name.endswith("_kan_seed0")  # model and seed in the name: parallel runs never collide
     missing = [name for name in run_files if not (folder / name).is_file()]
     assert not missing, f"{folder} lacks {missing}"
     metrics = json.loads((folder / "metrics.json").read_text())
@@ -41,7 +41,7 @@ def test_solve_mlp_model_override(tmp_path, cli, find_runs):
                 "sampler.n_boundary=16", "eval.points_per_side=5", "train.plot=false"], tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     (folder,) = find_runs(tmp_path, "poisson_sinsin")
-    assert folder.name.endswith("_mlp")
+    assert folder.name.endswith("_mlp_seed0")
     metrics = json.loads((folder / "metrics.json").read_text())
     assert metrics["model"] == "mlp" and metrics["status"] == "completed"
 
