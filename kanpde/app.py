@@ -21,7 +21,7 @@ from kanpde.problem import Problem
 from kanpde.results import save_checkpoint, write_run
 from kanpde.sampling import evaluation_grid
 from kanpde.training import Evaluation, GridUpdate, Stage, train
-from kanpde.validation import validate
+from kanpde.validation import ValidationReport, check_reference, validate
 
 log = logging.getLogger("kanpde")
 
@@ -83,6 +83,7 @@ class Setup:
     grid_update: GridUpdate | None
     dtype: torch.dtype
     device: torch.device
+    validation: ValidationReport | None = None
 
 
 def build(cfg: DictConfig, problem_name: str | None = None) -> Setup:
@@ -107,24 +108,24 @@ def build(cfg: DictConfig, problem_name: str | None = None) -> Setup:
         _check_target(node, OPTIMIZER_PREFIXES, f"optimizer {name!r}")
         optimizers[name] = instantiate(node)
     grid_update = GridUpdate(**cfg.grid_update) if cfg.grid_update and cfg.grid_update.every >= 0 else None
-    evaluation = make_evaluation(problem, cfg.eval.points_per_side)
     model = model.to(device=device, dtype=dtype)
-    try:  # probe the user's functions on a few points before any training
+    try:  # probe the user's functions on a few points before any training, and before exact() meets the test grid
         report = validate(problem, model, cfg.derivatives)
+        evaluation = make_evaluation(problem, cfg.eval.points_per_side)
     except ValueError as error:  # InvalidProblem (and its TypeError variant) says what to fix
         raise ConfigError(str(error)) from None
     log.info(report.summary())
     if evaluation is not None:
         evaluation = Evaluation(evaluation.points.to(device=device, dtype=dtype),
                                 evaluation.values.to(device=device, dtype=dtype))
-    return Setup(problem, model, stages, optimizers, sampler, evaluation, grid_update, dtype, device)
+    return Setup(problem, model, stages, optimizers, sampler, evaluation, grid_update, dtype, device, report)
 
 
 def make_evaluation(problem: Problem, points_per_side: int = 101) -> Evaluation | None:
     """Test points and true values: the problem's reference data, else its exact solution on a grid."""
     reference = problem.reference()
     if reference is not None:
-        return Evaluation(*reference)
+        return Evaluation(*check_reference(problem, reference))
     points = evaluation_grid(problem.domain, points_per_side)
     exact = problem.exact(points)
     if exact is None:
@@ -174,7 +175,8 @@ def run(cfg: DictConfig, output_dir: str | os.PathLike, problem_name: str | None
     result = train(setup.problem, setup.model, setup.stages, setup.optimizers, setup.sampler, setup.evaluation,
                    engine=cfg.derivatives, grid_update=setup.grid_update, eval_every=cfg.eval.every,
                    max_time=cfg.train.max_time, progress=cfg.train.progress, checkpoint=checkpoint,
-                   chunk_size=cfg.train.get("chunk_size"), divergence_factor=cfg.train.get("divergence_factor", 1e8))
+                   chunk_size=cfg.train.get("chunk_size"), divergence_factor=cfg.train.get("divergence_factor", 1e8),
+                   input_grad=tuple(setup.validation.autograd) if setup.validation else ())
     info = {"problem": setup.problem.name, "model": type(result.model).__name__.lower(), "seed": cfg.seed,
             "dtype": cfg.precision, "device": str(setup.device), "derivatives": cfg.derivatives,
             "n_interior": setup.sampler.n_interior}

@@ -63,6 +63,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="training seconds per time-to-accuracy run (default 120; quick 3)")
     parser.add_argument("--tta-problems", nargs="+", choices=bench_accuracy.PROBLEMS)
     parser.add_argument("--tta-methods", nargs="+", choices=sorted(bench_accuracy.METHODS))
+    parser.add_argument("--tta-kan-overrides", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="Hydra overrides for kanpde's KAN recipe, e.g. 'schedule.stages.2.steps=600'")
     args = parser.parse_args(argv)
     for name in ("repeats", "chunk", "tta_cap"):
         value = getattr(args, name)
@@ -194,6 +196,8 @@ def run_time_to_accuracy(args, log) -> dict:
                 target = Path(folder) / "run.json"
                 command = [sys.executable, "-m", "kanpde.bench_accuracy", "--method", method, "--problem", problem,
                            "--cap", str(args.tta_cap), "--threads", str(args.threads), "--out", str(target)]
+                if method == "kanpde-kan" and args.tta_kan_overrides:
+                    command += ["--override", *args.tta_kan_overrides]
                 try:
                     done = subprocess.run(command, capture_output=True, text=True, env=env,
                                           timeout=max(600.0, 20 * args.tta_cap))

@@ -25,10 +25,8 @@ from collections.abc import Callable
 import torch
 
 METHODS = {
-    "kanpde-kan": "kanpde KAN [2,10,1], default recipe: L-BFGS (5 iterations/step, history 50), grids 5 -> 10 -> 20 "
-                  "(20 + 20 + 40 steps), grid updates every 10 steps up to step 30",
-    "kanpde-mlp": "kanpde MLP [2,100,100,100,100,1] tanh, recipe adam_lbfgs: 1000 Adam steps (lr 1e-3), then "
-                  "100 L-BFGS steps of 5 iterations",
+    "kanpde-kan": "kanpde KAN [2,10,1] with the default configs (schedule default, optim default)",
+    "kanpde-mlp": "kanpde MLP [2,100,100,100,100,1] tanh with schedule adam_lbfgs (Adam, then L-BFGS)",
     "pykan": "pykan 0.2.8 KAN [2,10,1], its PDE tutorial recipe: LBFGS (history 10), grids 5 -> 10 -> 20 with "
              "50 steps each (20 iterations/step), update_grid_from_samples every 5 steps up to step 20, refine",
     "deepxde": "DeepXDE 1.15 MLP-PINN [2,100,100,100,100,1] tanh (Glorot normal), pytorch backend: 500 Adam "
@@ -101,18 +99,18 @@ class Clock:
         self.curve.append([round(self.elapsed, 4), self.evaluations, error])
 
 
-def run_kanpde(problem_name: str, family: str, cap: float) -> dict:
-    """kanpde's own recipe from its configs, through :func:`kanpde.training.train`."""
+def run_kanpde(problem_name: str, family: str, cap: float, overrides: tuple[str, ...] = ()) -> dict:
+    """kanpde's own recipe from its configs (plus Hydra ``overrides``), through :func:`kanpde.training.train`."""
     from hydra import compose, initialize_config_module
 
     from kanpde.app import build
     from kanpde.training import Evaluation, train
 
-    overrides = [f"problem={problem_name}", f"model={family}", "device=cpu", "precision=float64"]
+    base = [f"problem={problem_name}", f"model={family}", "device=cpu", "precision=float64"]
     if family == "mlp":
-        overrides.append("schedule=adam_lbfgs")
+        base.append("schedule=adam_lbfgs")
     with initialize_config_module("kanpde.configs", version_base="1.3"):
-        cfg = compose("solve", overrides=overrides)
+        cfg = compose("solve", overrides=[*base, *overrides])
     setup = build(cfg, problem_name)
     points = shared_points(setup.problem)
     result = train(setup.problem, setup.model, setup.stages, setup.optimizers,
@@ -121,7 +119,28 @@ def run_kanpde(problem_name: str, family: str, cap: float) -> dict:
                    grid_update=setup.grid_update, eval_every=1, max_time=cap, progress=False)
     curve = [[row["time"], row["evaluations"], row["rel_l2"]] for row in result.history]
     return {"status": result.status, "curve": curve, "parameters": result.metrics["parameters"],
+            "recipe": describe_recipe(cfg, family),
             "note": "time = train() history time (grid extension between stages is not on its clock)"}
+
+
+def describe_recipe(cfg, family: str) -> str:
+    """The composed config's model, stages, optimizers and grid updates, in one line."""
+    from omegaconf import OmegaConf
+
+    model = OmegaConf.to_container(cfg.model)
+    widths = [2, *model["hidden"], 1]
+    stages = ", ".join(f"{stage.optimizer} x {stage.steps}" + (f" @ grid {stage.grid_size}"
+                                                                 if family == "kan" and stage.grid_size else "")
+                       for stage in cfg.schedule.stages)
+    used = {stage.optimizer for stage in cfg.schedule.stages}
+    optimizers = "; ".join(f"{name}: " + ", ".join(f"{k}={v}" for k, v in OmegaConf.to_container(node).items()
+                                                   if not k.startswith("_") and k != "line_search_fn")
+                           for name, node in cfg.optim.items() if name in used)
+    text = (f"kanpde {family.upper()} {widths}" + (f" grid_size {model['grid_size']}" if family == "kan" else "")
+            + f"; stages: {stages}; {optimizers}")
+    if family == "kan" and cfg.grid_update:
+        text += f"; grid_update every {cfg.grid_update.every} until {cfg.grid_update.until}"
+    return text
 
 
 def run_pykan(problem_name: str, cap: float, width=(2, 10, 1), grids=(5, 10, 20), steps=50) -> dict:
@@ -294,7 +313,7 @@ def summarize(method: str, problem: str, run: dict, cap: float) -> dict:
         hit = next((point for point in curve if point[2] < threshold), None)
         reached[f"{threshold:.0e}"] = None if hit is None else {"time_s": hit[0], "evaluations": hit[1]}
     errors = [point[2] for point in curve if math.isfinite(point[2])]
-    return {"method": method, "problem": problem, "recipe": METHODS[method], "cap_s": cap,
+    return {"method": method, "problem": problem, "recipe": run.get("recipe", METHODS[method]), "cap_s": cap,
             "status": run.get("status"), "note": run.get("note", ""), "parameters": run.get("parameters"),
             "final_rel_l2": curve[-1][2] if curve else None, "best_rel_l2": min(errors) if errors else None,
             "train_time_s": curve[-1][0] if curve else None, "loss_evaluations": curve[-1][1] if curve else None,
@@ -314,10 +333,10 @@ def time_to_reach(curve: list, error: float) -> float | None:
 
 
 RUNNERS: dict[str, Callable[..., dict]] = {
-    "kanpde-kan": lambda problem, cap: run_kanpde(problem, "kan", cap),
-    "kanpde-mlp": lambda problem, cap: run_kanpde(problem, "mlp", cap),
-    "pykan": run_pykan,
-    "deepxde": run_deepxde,
+    "kanpde-kan": lambda problem, cap, overrides: run_kanpde(problem, "kan", cap, overrides),
+    "kanpde-mlp": lambda problem, cap, overrides: run_kanpde(problem, "mlp", cap, overrides),
+    "pykan": lambda problem, cap, overrides: run_pykan(problem, cap),
+    "deepxde": lambda problem, cap, overrides: run_deepxde(problem, cap),
 }
 
 
@@ -328,6 +347,7 @@ def main(argv=None) -> int:
     parser.add_argument("--problem", choices=PROBLEMS, required=True)
     parser.add_argument("--cap", type=float, default=120.0, help="training seconds before stopping")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--override", nargs="*", default=[], help="Hydra overrides for the kanpde recipes")
     parser.add_argument("--out", required=True, help="JSON file to write")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -337,7 +357,7 @@ def main(argv=None) -> int:
                    "status": "unavailable", "note": reason, "reached": {f"{t:.0e}": None for t in THRESHOLDS}}
     else:
         with contextlib.redirect_stdout(sys.stderr):  # pykan and DeepXDE print progress
-            run = RUNNERS[args.method](args.problem, args.cap)
+            run = RUNNERS[args.method](args.problem, args.cap, tuple(args.override))
         summary = summarize(args.method, args.problem, run, args.cap)
     with open(args.out, "w") as handle:
         json.dump(summary, handle)

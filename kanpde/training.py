@@ -12,7 +12,7 @@ import copy
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -193,7 +193,8 @@ def train(problem: Problem, model: torch.nn.Module, stages: Sequence[Stage],
           engine: str = "forward", transform=None, grid_update: GridUpdate | None = GridUpdate(),
           eval_every: int = 10, max_time: float | None = None, progress: bool | None = None,
           checkpoint: Callable[[torch.nn.Module, int], None] | None = None,
-          chunk_size: int | None = None, divergence_factor: float = 1e8) -> Result:
+          chunk_size: int | None = None, divergence_factor: float = 1e8,
+          input_grad: Collection[str] = ()) -> Result:
     """Train ``model`` on ``problem`` through ``stages``; see the module docstring.
 
     Args:
@@ -209,6 +210,9 @@ def train(problem: Problem, model: torch.nn.Module, stages: Sequence[Stage],
         chunk_size: process interior points in chunks of this size (bounded memory, same gradient).
         divergence_factor: a loss above this multiple of the stage's best counts as divergence (float64
             can hold an exploding loss of 1e70 without ever reaching inf).
+        input_grad: point sets (``"interior"`` or condition names) whose residuals need mixed or higher
+            derivatives (``ValidationReport.autograd``); their points require grad from the start, so the
+            derivative engine does not compute the forward jet twice per step.
     """
     if chunk_size is not None and (int(chunk_size) != chunk_size or chunk_size < 1):
         raise ValueError(f"chunk_size must be an integer >= 1 or None, got {chunk_size!r}")
@@ -217,7 +221,8 @@ def train(problem: Problem, model: torch.nn.Module, stages: Sequence[Stage],
             raise ValueError(f"stage optimizer {stage.optimizer!r} is not configured; known: {sorted(optimizers)}")
     reference = next(model.parameters())
     dtype, device = reference.dtype, reference.device
-    points = {k: v.to(dtype=dtype, device=device) for k, v in collocation(problem, sampler).items()}
+    points = {k: v.to(dtype=dtype, device=device).requires_grad_(k in input_grad)
+              for k, v in collocation(problem, sampler).items()}
     history: list[dict] = []
     total_steps = sum(stage.steps for stage in stages)
     bar = tqdm(total=total_steps, disable=(not progress) if progress is not None else None, desc=problem.name,
@@ -280,6 +285,7 @@ def train(problem: Problem, model: torch.nn.Module, stages: Sequence[Stage],
                     optimizer = optimizers[stage.optimizer](model.parameters())
                 if sampler.resample_every and state["step"] > 0 and state["step"] % sampler.resample_every == 0:
                     points["interior"] = sampler.interior(problem.domain).to(dtype=dtype, device=device)
+                    points["interior"].requires_grad_("interior" in input_grad)
                     optimizer = optimizers[stage.optimizer](model.parameters())
                 before = copy.deepcopy(model.state_dict())
                 # step() returns the loss at the parameters *before* the step: a finite, bounded value
