@@ -15,7 +15,6 @@ and cached: the collocation points are the same tensor every step.
 
 from __future__ import annotations
 
-import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 
@@ -92,14 +91,16 @@ class HardConstraint:
         if int(cache_size) != cache_size or cache_size < 0:
             raise ValueError(f"cache_size must be an integer >= 0, got {cache_size!r}")
         self.g, self.dist, self.cache_size = g, dist, int(cache_size)
-        # id(x) -> (weak reference to x, x._version, jet of g, jet of dist); checked on every hit so a freed
-        # tensor whose id is reused, or points changed in place, never return stale derivatives.
-        self._cache: OrderedDict[int, tuple] = OrderedDict()
+        # (address, shape, strides, dtype, device) -> (x, x._version, jet of g, jet of dist). Keyed by memory
+        # rather than id, so the chunks training slices off the same points every step (new view objects)
+        # hit too; holding x keeps that memory from being reused by other points while the entry lives, and
+        # the version counter (shared by views) catches points changed in place.
+        self._cache: OrderedDict[tuple, tuple] = OrderedDict()
 
     def __repr__(self) -> str:
         return f"HardConstraint(g={getattr(self.g, '__name__', self.g)!r}, dist={getattr(self.dist, '__name__', self.dist)!r})"
 
-    def __getstate__(self):  # the cache holds weak references, which do not pickle or deep-copy
+    def __getstate__(self):  # copies and pickles start with an empty cache
         state = dict(self.__dict__)
         state["_cache"] = OrderedDict()
         return state
@@ -117,14 +118,14 @@ class HardConstraint:
         if x.requires_grad:  # x is part of an autograd computation: keep the jets differentiable in x
             return (function_jet(self.g, x, n_out, create_graph=True),
                     function_jet(self.dist, x, n_out, create_graph=True))
-        key = id(x)
+        key = (x.data_ptr(), tuple(x.shape), x.stride(), x.dtype, x.device)
         hit = self._cache.get(key)
-        if hit is not None and hit[0]() is x and hit[1] == x._version:
+        if hit is not None and hit[1] == x._version and hit[0]._version == x._version:
             self._cache.move_to_end(key)
             return hit[2], hit[3]
         jets = function_jet(self.g, x, n_out), function_jet(self.dist, x, n_out)
         if self.cache_size:
-            self._cache[key] = (weakref.ref(x), x._version, *jets)
+            self._cache[key] = (x, x._version, *jets)
             while len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
         return jets

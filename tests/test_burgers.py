@@ -133,8 +133,9 @@ def test_residual_and_conditions(hard):
     torch.testing.assert_close(problem.residual(x, fields), expected, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("extra", [[], ["problem.hard=false"], ["problem.stretch=0"], ["model=mlp", "model.hidden=[4]"]],
-                         ids=["kan-hard-stretched", "kan-soft-stretched", "kan-hard-in-x", "mlp"])
+@pytest.mark.parametrize("extra", [[], ["problem.hard=true"], ["problem.stretch=0", "problem.hard=true"],
+                                   ["model=mlp", "model.hidden=[4]"]],
+                         ids=["kan-soft-stretched", "kan-hard-stretched", "kan-hard-in-x", "mlp"])
 def test_tiny_run_end_to_end(extra, tmp_path):
     overrides = ["problem=burgers", "schedule.stages=[{optimizer:lbfgs,steps:2,grid_size:5}]",
                  "sampler.n_interior=64", "sampler.n_boundary=32", "model.hidden=[3]", "train.plot=false",
@@ -146,8 +147,7 @@ def test_tiny_run_end_to_end(extra, tmp_path):
     assert math.isfinite(metrics["rel_l2"]) and metrics["rel_l2"] < 2.0
     prediction = np.load(tmp_path / "prediction.npz")
     assert len(prediction[prediction.files[0]]) == 32 * 11
-    if "problem.hard=false" in extra:
-        assert "loss_initial" in (tmp_path / "history.csv").read_text()
+    assert ("loss_initial" in (tmp_path / "history.csv").read_text()) == ("problem.hard=true" not in extra)
 
 
 def test_stretched_problem_is_the_same_equation_in_s():
@@ -178,7 +178,7 @@ def test_stretched_problem_is_the_same_equation_in_s():
 
 
 def test_stretched_reference_and_constraint():
-    plain, stretched = Burgers(stretch=0, reference_points=(16, 5)), Burgers(stretch=0.02, reference_points=(16, 5))
+    plain, stretched = Burgers(stretch=0, reference_points=(16, 5)), Burgers(stretch=0.02, hard=True, reference_points=(16, 5))
     (x_points, x_values), (s_points, s_values) = plain.reference(), stretched.reference()
     torch.testing.assert_close(s_values, x_values)
     torch.testing.assert_close(stretched.stretch.to_x(s_points[:, 0]), x_points[:, 0], rtol=0, atol=1e-14)
@@ -187,6 +187,9 @@ def test_stretched_reference_and_constraint():
     u0 = stretched.hard_constraint.apply_value(initial, torch.randn(len(initial), 1, dtype=torch.float64))
     torch.testing.assert_close(u0[:, 0], -torch.sin(math.pi * stretched.stretch.to_x(initial[:, 0])), rtol=0, atol=1e-14)
     assert set(Burgers(stretch=0.02, hard=False).conditions()) == {"initial", "boundary"}
+    back, names = stretched.physical_points(s_points)
+    assert names == ("x", "t")
+    torch.testing.assert_close(back, x_points, rtol=0, atol=1e-14)
 
 
 @pytest.mark.parametrize("stretch", [-0.1, math.inf, True])

@@ -107,6 +107,12 @@ def test_jets_of_g_and_dist_are_cached_per_point_set():
     again = constraint.jets(x)
     assert calls["g"] == 3
     torch.testing.assert_close(again[0].value[:, 0], g_scalar(x))
+    constraint.jets(x[:10])  # chunks: a new view object each step, the same memory
+    constraint.jets(x[:10])
+    assert calls["g"] == 4
+    x[:10].add_(0.1)  # in place through another view: the shared version counter notices
+    torch.testing.assert_close(constraint.jets(x[:10])[0].value[:, 0], g_scalar(x[:10]))
+    assert calls["g"] == 5
 
 
 def test_cache_is_bounded_and_not_copied():

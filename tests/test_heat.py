@@ -49,7 +49,7 @@ def test_exact_solution_has_zero_residual_and_meets_the_conditions(problem):
                                rtol=0, atol=1e-11)
     conditions = problem.conditions()
     assert set(conditions) == {"initial", "boundary"}
-    assert conditions["initial"].weight == 10.0 and conditions["boundary"].weight == 10.0
+    assert conditions["initial"].weight == 100.0 and conditions["boundary"].weight == 100.0
     s = torch.linspace(-1, 1, 7, dtype=torch.float64)
     on_faces = {"initial": torch.stack([s, torch.zeros_like(s)], 1),
                 "boundary": torch.stack([torch.sign(s) + (s == 0), (s + 1) / 2], 1)}
