@@ -213,21 +213,8 @@ def step_markdown(info: dict, command: str) -> str:
     labels = {v["id"].split("/")[0]: v["model_label"] for v in step["variants"]}
     for dtype in step["dtypes"]:
         for n in step["sizes"]:
-            modes = [(mode, title) for mode, title in MODE_COLUMNS
-                     if any((f"{model}/{mode}", dtype, n) in index for model in models)]
-            lines += [f"## {dtype}, N = {n:,}: median step time (ms)", "",
-                      "| model | " + " | ".join(title for _, title in modes) + " |", "|---" * (len(modes) + 1) + "|"]
-            for model in models:
-                cells = []
-                for mode, _ in modes:
-                    record = index.get((f"{model}/{mode}", dtype, n))
-                    if record is None:
-                        cells.append("")
-                    elif record.get("status") != "ok":
-                        cells.append(record.get("note") or record.get("status", "?"))
-                    else:
-                        cells.append(_ms(record["median_s"]))
-                lines.append(f"| {labels.get(model, model)} | " + " | ".join(cells) + " |")
+            lines += _variant_table(f"## {dtype}, N = {n:,}: median step time (ms)", index, models, labels, dtype, n,
+                                    lambda record: _ms(record["median_s"]), always=True)
             names = ("pykan / kanpde forward", "nested autograd / forward", "Cox-de Boor autograd / forward",
                      "trainer / forward", "MLP nested autograd / KAN forward", "MLP forward / KAN forward")
             ratio_rows = []
@@ -246,7 +233,7 @@ def step_markdown(info: dict, command: str) -> str:
     lines += _profile_markdown(step.get("profiles", []))
     lines += ["## How this was measured", "",
               *[f"- `{mode}`: {text}" for mode, text in step["modes"].items()],
-              f"- Points: uniform random in [-1, 1]^2 (seed 0) and on its boundary; the same for every variant.",
+              "- Points: uniform random in [-1, 1]^2 (seed 0) and on its boundary; the same for every variant.",
               f"- Memory: {step['memory_method']}",
               "- Variants slower than 5 s per step at warm-up get at most 3 timed repeats; a size whose estimated "
               "memory or time (linear in N from the previous size) exceeds the limits is skipped and shown as such.",
@@ -299,28 +286,40 @@ def _memory_markdown(step: dict, labels: dict) -> list[str]:
     models = list(dict.fromkeys(m["variant"].split("/")[0] for m in memory))
     big = max(step["sizes"])
     for dtype in step["dtypes"]:
-        modes = [(mode, title) for mode, title in MODE_COLUMNS
-                 if any((f"{m}/{mode}", dtype, big) in index for m in models)]
-        if not modes:
+        table = _variant_table(f"## {dtype}, N = {big:,}: memory of one step (MB above the resident set before it)",
+                               index, models, labels, dtype, big,
+                               lambda record: f"{record['step_mb']:,.0f} (peak {record['peak_mb']:,.0f})")
+        if not table:
             continue
-        lines += [f"## {dtype}, N = {big:,}: memory of one step (MB above the resident set before it)", "",
-                  "| model | " + " | ".join(title for _, title in modes) + " |", "|---" * (len(modes) + 1) + "|"]
-        for model in models:
-            cells = []
-            for mode, _ in modes:
-                record = index.get((f"{model}/{mode}", dtype, big))
-                if record is None:
-                    cells.append("")
-                elif record.get("status") == "ok":
-                    cells.append(f"{record['step_mb']:,.0f} (peak {record['peak_mb']:,.0f})")
-                else:
-                    cells.append(record.get("note") or record.get("status", "?"))
-            lines.append(f"| {labels.get(model, model)} | " + " | ".join(cells) + " |")
+        lines += table
         ratios = [r for r in step.get("memory_ratios", []) if r["dtype"] == dtype and r["n"] == big]
         if ratios:
             lines += ["", "| ratio | model | value |", "|---|---|---|"]
             lines += [f"| {r['name']} | {labels.get(r['model'], r['model'])} | {r['value']:.1f}x |" for r in ratios]
         lines.append("")
+    return lines
+
+
+def _variant_table(title: str, index: dict, models: list[str], labels: dict, dtype: str, n: int, cell,
+                   always: bool = False) -> list[str]:
+    """A Markdown table, one row per model and one column per measured mode; ``cell(record)`` formats a
+    successful measurement, failed ones show their note. Empty (no lines) when no mode was measured,
+    unless ``always``."""
+    modes = [(mode, name) for mode, name in MODE_COLUMNS if any((f"{m}/{mode}", dtype, n) in index for m in models)]
+    if not modes and not always:
+        return []
+    lines = [title, "", "| model | " + " | ".join(name for _, name in modes) + " |", "|---" * (len(modes) + 1) + "|"]
+    for model in models:
+        cells = []
+        for mode, _ in modes:
+            record = index.get((f"{model}/{mode}", dtype, n))
+            if record is None:
+                cells.append("")
+            elif record.get("status") == "ok":
+                cells.append(cell(record))
+            else:
+                cells.append(record.get("note") or record.get("status", "?"))
+        lines.append(f"| {labels.get(model, model)} | " + " | ".join(cells) + " |")
     return lines
 
 

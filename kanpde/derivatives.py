@@ -49,10 +49,13 @@ class Fields:
         engine: ``"forward"`` or ``"autograd"``.
         transform: optional ``transform(x, jet) -> jet`` applied to the network's jet (hard constraints).
         domain: the problem's domain, for conditions that need it (e.g. normals).
+        plain_values: answer value requests made before any derivative with a plain forward pass (no
+            derivative propagation); right for small point sets such as Dirichlet faces, where values are
+            usually all that is asked. Without a transform only.
     """
 
     def __init__(self, model, x: torch.Tensor, variables, outputs, engine: str = "forward", transform=None,
-                 domain=None):
+                 domain=None, plain_values: bool = False):
         if engine not in ENGINES:
             raise ValueError(f"unknown derivative engine {engine!r}; choose one of {ENGINES}")
         self.model, self.variables, self.outputs = model, tuple(variables), tuple(outputs)
@@ -60,6 +63,8 @@ class Fields:
         self.x = x
         self.used_autograd = False  # set when a derivative outside the jet was asked for
         self._jet: Jet | None = None
+        self.plain_values = plain_values
+        self._value: torch.Tensor | None = None  # plain forward, when only values were asked for
         self._cache: dict[tuple[int, tuple[int, ...]], torch.Tensor] = {}
 
     @property
@@ -97,7 +102,12 @@ class Fields:
         if key in self._cache:
             return self._cache[key]
         if len(wrt) == 0:
-            result = self.jet.value[:, output]
+            if self.plain_values and self._jet is None and self.transform is None and self.engine == "forward":
+                if self._value is None:
+                    self._value = self.model(self.x)  # (N, n_out)
+                result = self._value[:, output]
+            else:
+                result = self.jet.value[:, output]
         elif len(wrt) == 1:
             result = self.jet.first[:, wrt[0], output]
         elif len(wrt) == 2 and wrt[0] == wrt[1]:
@@ -112,7 +122,7 @@ class Fields:
         self.used_autograd = True
         if not self.x.requires_grad:  # restart with points that carry a graph
             self.x = self.x.detach().requires_grad_(True)
-            self._jet, self._cache = None, {}
+            self._jet, self._value, self._cache = None, None, {}
         # Start from the highest derivative the jet already holds, then differentiate the rest.
         if len(wrt) >= 2 and wrt[0] == wrt[1]:
             base, rest = self.derivative(output, wrt[:2]), wrt[2:]

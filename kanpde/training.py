@@ -49,7 +49,7 @@ class Stage:
             raise ValueError(f"stage grid_size must be an integer >= 1 or null, got {self.grid_size!r}")
 
 
-@dataclass
+@dataclass(frozen=True)  # frozen: the instance in train()'s signature is shared by every call
 class GridUpdate:
     """KAN grid updates from samples early in each stage: every ``every`` steps up to step ``until``."""
 
@@ -114,13 +114,13 @@ def collocation(problem: Problem, sampler: Sampler) -> dict[str, torch.Tensor]:
     return points
 
 
-def _fields_factory(problem: Problem, model: torch.nn.Module, engine: str, transform):
+def _fields_factory(problem: Problem, model: torch.nn.Module, engine: str, transform, plain_values: bool = False):
     constraint = getattr(problem, "hard_constraint", None)
     if transform is None and constraint is not None:
         transform = constraint.apply_jet
 
     def fields(x):
-        return Fields(model, x, problem.variables, problem.outputs, engine, transform, problem.domain)
+        return Fields(model, x, problem.variables, problem.outputs, engine, transform, problem.domain, plain_values)
 
     return fields
 
@@ -136,7 +136,8 @@ def residual_terms(problem: Problem, model: torch.nn.Module, interior: torch.Ten
 def condition_terms(problem: Problem, model: torch.nn.Module, points: Mapping[str, torch.Tensor],
                     engine: str = "forward", transform=None) -> dict[str, torch.Tensor]:
     """``weight * mean(residual^2)`` per condition, at ``points[condition name]``."""
-    fields = _fields_factory(problem, model, engine, transform)
+    # Face points are few and Dirichlet conditions read values only: skip derivative propagation there.
+    fields = _fields_factory(problem, model, engine, transform, plain_values=True)
     terms = {}
     for name, condition in problem.conditions().items():
         for key, residual in _named(condition.residual(points[name], fields(points[name])), name):

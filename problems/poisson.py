@@ -47,29 +47,20 @@ class KANPaperPoisson(Problem):
         return (torch.sin(PI * x[:, 0]) * torch.sin(PI * x[:, 1] ** 2)).unsqueeze(-1)
 
 
-class SinSinPoisson(Problem):
+class SinSinPoisson(KANPaperPoisson):
     r"""pykan's tutorial Poisson problem (pykan, "Example 6: Solving Partial Differential Equation").
 
     .. math::
         u_{xx} + u_{yy} = -2\pi^2 \sin(\pi x)\sin(\pi y) \text{ on } [-1,1]^2, \qquad u = 0 \text{ on the boundary},
 
-    exact solution u = sin(pi x) sin(pi y); pykan weights 0.01 * interior + boundary as well.
+    exact solution u = sin(pi x) sin(pi y); pykan weights 0.01 * interior + boundary as well. Domain,
+    weights, residual and boundary condition are the paper problem's; only f and u differ.
     """
 
-    variables = ("x", "y")
-    outputs = ("u",)
     description = "pykan's Poisson: laplacian(u) = -2 pi^2 sin(pi x) sin(pi y) on [-1,1]^2"
 
-    def __init__(self, residual_weight: float = 0.01, boundary_weight: float = 1.0):
-        self.domain = Box(self.variables, (-1.0, -1.0), (1.0, 1.0))
-        self.residual_weight = check_weight(residual_weight, "residual_weight")
-        self.boundary_weight = check_weight(boundary_weight, "boundary_weight")
-
-    def residual(self, x, d):
-        return d.laplacian("u") + 2 * PI**2 * torch.sin(PI * x[:, 0]) * torch.sin(PI * x[:, 1])
-
-    def conditions(self):
-        return {"boundary": dirichlet(0.0, on="boundary", weight=self.boundary_weight)}
+    def source(self, x: torch.Tensor) -> torch.Tensor:
+        return -2 * PI**2 * torch.sin(PI * x[:, 0]) * torch.sin(PI * x[:, 1])
 
     def exact(self, x):
         return (torch.sin(PI * x[:, 0]) * torch.sin(PI * x[:, 1])).unsqueeze(-1)

@@ -21,7 +21,7 @@ from kanpde.nn.jet import Jet
 from kanpde.nn.splines import general_basis, is_uniform, make_knots, uniform_basis, uniform_local
 
 
-def _silu_derivatives(h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def silu_derivatives(h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """silu(h) = h sigmoid(h) and its first two derivatives, each shaped like ``h``."""
     s = torch.sigmoid(h)
     return h * s, s * (1 + h * (1 - s)), s * (1 - s) * (2 + h * (1 - 2 * s))
@@ -33,21 +33,21 @@ def _is_positive_integer(value) -> bool:
             and float(value).is_integer() and value >= 1)
 
 
-def _check_ranges(ranges: torch.Tensor, what: str) -> None:
-    if not torch.all(torch.isfinite(ranges)):
-        raise ValueError(f"{what} must be finite, got {ranges.tolist()}")
-    if not torch.all(ranges[:, 1] > ranges[:, 0]):
-        raise ValueError(f"{what} must have lower < upper for every input, got {ranges.tolist()}")
-
-
-def _as_ranges(grid_range, n_in: int) -> torch.Tensor:
-    """Normalise ``(lo, hi)`` or a per-input list of them to a float64 tensor ``(n_in, 2)``."""
-    ranges = torch.as_tensor(grid_range, dtype=torch.float64)
+def as_ranges(value, n_in: int, what: str) -> torch.Tensor:
+    """Normalise ``(lo, hi)`` or one pair per input to a float64 tensor ``(n_in, 2)``, checked."""
+    try:
+        ranges = torch.as_tensor(value, dtype=torch.float64)
+    except (TypeError, ValueError):
+        ranges = torch.empty(0)
     if ranges.shape == (2,):
         ranges = ranges.expand(n_in, 2)
     if ranges.shape != (n_in, 2):
-        raise ValueError(f"grid_range must be (lo, hi) or {n_in} pairs of them, got shape {tuple(ranges.shape)}")
-    _check_ranges(ranges, "grid_range")
+        raise ValueError(f"{what} must be (lo, hi) or {n_in} pairs of them, got {value!r} "
+                         f"({what} must be finite, with lower < upper)")
+    if not torch.all(torch.isfinite(ranges)):
+        raise ValueError(f"{what} must be finite, got {ranges.tolist()}")
+    if not torch.all(ranges[:, 1] > ranges[:, 0]):
+        raise ValueError(f"{what} must be finite with lower < upper for every input, got {ranges.tolist()}")
     return ranges.clone()
 
 
@@ -73,7 +73,7 @@ class KANLayer(nn.Module):
         if n_in < 1 or n_out < 1:
             raise ValueError(f"layer widths must be >= 1, got {n_in} -> {n_out}")
         self.n_in, self.n_out, self.grid_size, self.order = n_in, n_out, int(grid_size), int(order)
-        ranges = _as_ranges(grid_range, n_in)
+        ranges = as_ranges(grid_range, n_in, "grid_range")
         dtype = torch.get_default_dtype()
         self.register_buffer("knots", make_knots(ranges[:, 0], ranges[:, 1], self.grid_size, self.order).to(dtype))
         self.uniform = True
@@ -123,7 +123,7 @@ class KANLayer(nn.Module):
         else:
             bases = torch.stack(self.basis(h, n_derivatives))  # (K, N, in, M)
             spline = torch.einsum("kbim,iom->kbio", bases, coef)
-        silu = torch.stack(_silu_derivatives(h)[: n_derivatives + 1])  # (K, N, in)
+        silu = torch.stack(silu_derivatives(h)[: n_derivatives + 1])  # (K, N, in)
         return spline + silu.unsqueeze(-1) * self.scale_base  # (K, N, in, out)
 
     def forward_jet(self, jet: Jet) -> Jet:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from kanpde.nn.kan import as_ranges, silu_derivatives
 from kanpde.nn.jet import Jet, elementwise_jet, stack_jet, unstack_jet
 
 
@@ -21,14 +22,11 @@ def _sin(z):
     return s, c, -s
 
 
-def _silu(z):
-    s = torch.sigmoid(z)
-    return z * s, s * (1 + z * (1 - s)), s * (1 - s) * (2 + z * (1 - 2 * s))
-
-
 
 # Each entry returns f, f', f'' of the activation; all are smooth enough for second-order PDEs.
-ACTIVATIONS = {"tanh": _tanh, "sin": _sin, "silu": _silu}
+ACTIVATIONS = {"tanh": _tanh, "sin": _sin, "silu": silu_derivatives}
+# The value alone, for the plain forward (prediction, nested autograd): no derivative work.
+VALUES = {"tanh": torch.tanh, "sin": torch.sin, "silu": torch.nn.functional.silu}
 
 
 class MLP(nn.Module):
@@ -50,11 +48,7 @@ class MLP(nn.Module):
             raise ValueError(f"widths must list at least two positive sizes (input and output), got {widths}")
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)}")
-        ranges = torch.as_tensor(input_range, dtype=torch.float64)
-        if ranges.shape == (2,):
-            ranges = ranges.expand(widths[0], 2)
-        if ranges.shape != (widths[0], 2) or not torch.all(torch.isfinite(ranges)) or not torch.all(ranges[:, 1] > ranges[:, 0]):
-            raise ValueError(f"input_range must be finite (lo, hi) pairs with lo < hi, one per input; got {input_range!r}")
+        ranges = as_ranges(input_range, widths[0], "input_range")
         self.widths, self.activation = widths, activation
         dtype = torch.get_default_dtype()
         self.register_buffer("center", ((ranges[:, 0] + ranges[:, 1]) / 2).to(dtype))
@@ -79,11 +73,11 @@ class MLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Network output ``(N, widths[-1])`` at ``x`` (N, widths[0])."""
         h = (x - self.center) / self.half_width
-        act = ACTIVATIONS[self.activation]
+        act = VALUES[self.activation]
         for index, linear in enumerate(self.linears):
             h = linear(h)
             if index < len(self.linears) - 1:
-                h = act(h)[0]
+                h = act(h)
         return h
 
     def forward_jet(self, x: torch.Tensor) -> Jet:

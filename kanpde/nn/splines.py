@@ -91,6 +91,20 @@ def _local_matrix(order: int) -> tuple[tuple[float, ...], ...]:
     return tuple(tuple(float(cols[r][p]) for r in range(order + 1)) for p in range(order + 1))
 
 
+@lru_cache(maxsize=None)
+def _local_derivative_matrices(order: int, n_derivatives: int) -> tuple:
+    """``(n_derivatives + 1, k+1, k+1)``: the local matrix P of :func:`_local_matrix` differentiated m times
+    in u (m = 0..n_derivatives), so that [1, u, ..., u^k] @ result[m] is the m-th u-derivative."""
+    local = _local_matrix(order)
+    result, current = [], [list(row) for row in local]
+    for _ in range(n_derivatives + 1):
+        result.append(tuple(tuple(row) for row in current))
+        # d/du sum_p u^p c_p = sum_p u^p (p + 1) c_{p+1}
+        current = [[(p + 1) * current[p + 1][r] if p + 1 <= order else 0.0 for r in range(order + 1)]
+                   for p in range(order + 1)]
+    return tuple(result)
+
+
 def uniform_local(x: torch.Tensor, knots: torch.Tensor, order: int, n_derivatives: int = 0
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``k + 1`` non-zero basis values (and derivatives) per point and input, on uniform knots.
@@ -114,28 +128,14 @@ def uniform_local(x: torch.Tensor, knots: torch.Tensor, order: int, n_derivative
     interval = interval.clamp(0, n_intervals - 1)
     u = (s - interval).unsqueeze(-1)  # (N, in, 1), in [0, 1) inside the grid
 
-    local = torch.tensor(_local_matrix(order), dtype=x.dtype, device=x.device)  # (k+1 powers, k+1 bases)
-    # Power vectors [u^p], [p u^(p-1)], [p (p-1) u^(p-2)], built by Horner-free repeated products.
-    ones = torch.ones_like(u)
-    u_pow = [ones]
-    for _ in range(order):
-        u_pow.append(u_pow[-1] * u)
-    vectors = []
-    for m in range(n_derivatives + 1):
-        terms = []
-        for p in range(order + 1):
-            if p < m:
-                terms.append(torch.zeros_like(u))
-            else:
-                factor = 1.0
-                for j in range(m):
-                    factor *= p - j
-                terms.append(u_pow[p - m] * factor)
-        vector = torch.cat(terms, dim=-1)  # (N, in, k+1)
-        if m:
-            vector = vector / spacing[:, None] ** m
-        vectors.append(vector)
-    values = torch.stack(vectors) @ local  # (K, N, in, k+1)
+    # d^m/du^m of [1, u, ..., u^k] @ P is [1, u, ..., u^k] @ (D^m P), D the power-basis derivative matrix.
+    matrices = torch.tensor(_local_derivative_matrices(order, n_derivatives), dtype=x.dtype, device=x.device)
+    powers = [torch.ones_like(u)]
+    for _ in range(order):  # repeated products, not u ** p: pow's derivative at u = 0 is not safe to nest
+        powers.append(powers[-1] * u)
+    u_pow = torch.cat(powers, dim=-1)  # (N, in, k+1)
+    scale = spacing.unsqueeze(-1) ** -torch.arange(n_derivatives + 1, device=x.device)  # (in, K): du/dx = 1/h
+    values = (u_pow @ matrices[:, None]) * scale.T[:, None, :, None]  # (K, N, in, k+1)
     return torch.where(inside, values, torch.zeros((), dtype=x.dtype, device=x.device)), interval.long()
 
 

@@ -11,13 +11,9 @@ import torch
 
 
 @pytest.fixture(autouse=True)
-def default_float64():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    try:
-        yield torch.float64
-    finally:
-        torch.set_default_dtype(previous)
+def default_float64(float64_default):
+    """tests/conftest.py's ``float64_default``, applied to every test in this folder."""
+    return float64_default
 
 
 def _autograd_jet(model, x: torch.Tensor):
