@@ -1,7 +1,7 @@
 """kanpde: physics-informed Kolmogorov-Arnold Networks for PDEs, with honest MLP-PINN baselines.
 
 The public surface: define a :class:`Problem` on a :class:`Box` with named conditions
-(:func:`dirichlet`, :func:`neumann`, :class:`Condition`), pick a :class:`KAN` or :class:`MLP`, and
+(:func:`dirichlet`, :func:`neumann`, :func:`periodic`, :class:`Condition`), pick a :class:`KAN` or :class:`MLP`, and
 :func:`train` it in :class:`Stage` s; everything else is internal.
 """
 
@@ -13,7 +13,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from kanpde.nn import KAN, MLP, count_parameters  # noqa: E402
-from kanpde.problem import Box, Condition, Problem, dirichlet, neumann  # noqa: E402
+from kanpde.problem import Box, Condition, Problem, dirichlet, neumann, periodic  # noqa: E402
 from kanpde.results import load_checkpoint  # noqa: E402
 from kanpde.sampling import Sampler  # noqa: E402
 from kanpde.training import Result, Stage, train  # noqa: E402
@@ -21,4 +21,4 @@ from kanpde.training import Result, Stage, train  # noqa: E402
 __version__ = "0.1.0"
 
 __all__ = ["Box", "Condition", "KAN", "MLP", "Problem", "Result", "Sampler", "Stage", "count_parameters",
-           "dirichlet", "load_checkpoint", "neumann", "train"]
+           "dirichlet", "load_checkpoint", "neumann", "periodic", "train"]

@@ -67,6 +67,11 @@ class Fields:
         self._value: torch.Tensor | None = None  # plain forward, when only values were asked for
         self._cache: dict[tuple[int, tuple[int, ...]], torch.Tensor] = {}
 
+    def at(self, x: torch.Tensor) -> "Fields":
+        """The same network, engine and transform at other points ``x`` (e.g. periodic images)."""
+        return Fields(self.model, x, self.variables, self.outputs, self.engine, self.transform, self.domain,
+                      self.plain_values)
+
     @property
     def jet(self) -> Jet:
         if self._jet is None:
@@ -141,7 +146,8 @@ class Fields:
 
     def __getattr__(self, name: str) -> torch.Tensor:
         """``d.u_xx`` as a synonym of ``d["u_xx"]``."""
-        if name.startswith("_") or name in ("model", "variables", "outputs", "engine", "transform", "domain", "x"):
+        if name.startswith("_") or name in ("model", "variables", "outputs", "engine", "transform", "domain", "x",
+                                            "plain_values", "used_autograd"):
             raise AttributeError(name)
         try:
             return self[name]

@@ -154,6 +154,34 @@ def neumann(value: ValueFn = 0.0, on: str | Sequence[str] = "boundary", output: 
     return Condition(on, residual, weight, n_points)
 
 
+def periodic(domain: Box, variable: str, derivatives: int = 1, output: str | None = None, weight: float = 1.0,
+             n_points: int | None = None) -> Condition:
+    """u and its first ``derivatives`` derivatives along ``variable`` equal at the two faces of ``domain``.
+
+    Points are drawn on the lower face and paired with their images on the upper face (same other
+    coordinates), so each term compares the network at matched points: ``value`` (u(lo) - u(hi)) and,
+    for ``derivatives`` >= 1, ``d1`` (u_v(lo) - u_v(hi)), ``d2`` (u_vv(lo) - u_vv(hi)). In a problem:
+    ``{"periodic": periodic(self.domain, "x")}``.
+    """
+    if variable not in domain.variables:
+        raise ValueError(f"periodic condition on {variable!r}, but the domain's variables are {domain.variables}")
+    if isinstance(derivatives, bool) or int(derivatives) != derivatives or not 0 <= derivatives <= 2:
+        raise ValueError(f"periodic derivatives must be 0, 1 or 2 (how many derivatives to match), "
+                         f"got {derivatives!r}")
+    index = domain.variables.index(variable)
+    labels = ["value"] + [f"d{order}" for order in range(1, int(derivatives) + 1)]
+
+    def residual(x, d):
+        image = x.detach().clone()
+        image[:, index] = domain.upper[index]
+        there = d.at(image.requires_grad_(x.requires_grad))
+        name = output or d.outputs[0]
+        fields = [name] + [f"{name}_{variable * order}" for order in range(1, len(labels))]
+        return {label: d[field] - there[field] for label, field in zip(labels, fields)}
+
+    return Condition(f"{variable}={_fmt(domain.lower[index])}", residual, weight, n_points)
+
+
 class Problem:
     """Base class of PDE problems; see the module docstring for the contract.
 
@@ -185,6 +213,11 @@ class Problem:
     def reference(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """Reference data (points (N, n_vars), values (N, n_outputs)) when there is no exact solution."""
         return None
+
+    def physical_points(self, points: torch.Tensor) -> tuple[torch.Tensor, tuple[str, ...]]:
+        """Points (N, n_vars) in the problem's variables as the points and names to show in plots and
+        ``prediction.npz``. The identity here; a problem solved in transformed coordinates maps back."""
+        return points, self.variables
 
     @property
     def name(self) -> str:

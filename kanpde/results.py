@@ -87,13 +87,17 @@ def write_run(folder: str | os.PathLike, result: Result, problem, evaluation: Ev
     files = ["metrics.json", "history.csv", CHECKPOINT]
     if evaluation is not None:
         predicted = predict(result.model, evaluation.points, getattr(problem, "hard_constraint", None)).cpu().numpy()
-        points = evaluation.points.cpu().numpy()
         reference = evaluation.values.cpu().numpy()
+        # Shown and saved in the problem's physical coordinates (e.g. x rather than a stretched s).
+        physical, names = problem.physical_points(evaluation.points)
+        points = physical.detach().cpu().numpy()
         np.savez_compressed(folder / "prediction.npz", points=points, predicted=predicted, reference=reference,
-                            variables=np.array(problem.variables), outputs=np.array(problem.outputs))
+                            variables=np.array(names), outputs=np.array(problem.outputs),
+                            solver_points=evaluation.points.cpu().numpy(),
+                            solver_variables=np.array(problem.variables))
         files.append("prediction.npz")
         if plot:
-            files += plots.solution_plots(folder, points, predicted, reference, problem.variables, problem.outputs)
+            files += plots.solution_plots(folder, points, predicted, reference, names, problem.outputs)
     if plot:
         name = plots.history_plot(folder, result.history)
         if name:

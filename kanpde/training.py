@@ -156,29 +156,55 @@ def loss_terms(problem: Problem, model: torch.nn.Module, points: Mapping[str, to
 
 
 def backward_in_chunks(problem: Problem, model: torch.nn.Module, points: Mapping[str, torch.Tensor],
-                       chunk_size: int | None = None, engine: str = "forward", transform=None) -> dict[str, float]:
+                       chunk_size: int | None = None, engine: str = "forward", transform=None,
+                       backward: bool = True) -> dict[str, float]:
     """Back-propagate the total loss, interior points ``chunk_size`` at a time; returns the loss terms.
 
     Mean-square terms are additive over chunks when each chunk's mean is weighted by its share of the
     points, so the gradient equals the unchunked one while only one chunk's graph is alive at a time.
+    With ``backward=False`` the terms are only evaluated (see :func:`evaluate_terms`).
     """
+    def done(terms):
+        if backward and terms:
+            sum(terms.values()).backward()
+        return {k: float(v.detach()) for k, v in terms.items()}
+
     interior = points["interior"]
     if chunk_size is None or len(interior) <= chunk_size:
-        terms = loss_terms(problem, model, points, engine, transform)
-        sum(terms.values()).backward()
-        return {k: float(v.detach()) for k, v in terms.items()}
+        return done(loss_terms(problem, model, points, engine, transform))
     totals: dict[str, float] = {}
     for start in range(0, len(interior), chunk_size):
         part = interior[start : start + chunk_size]
         terms = {k: v * (len(part) / len(interior))
                  for k, v in residual_terms(problem, model, part, engine, transform).items()}
-        sum(terms.values()).backward()
-        for k, v in terms.items():
-            totals[k] = totals.get(k, 0.0) + float(v.detach())
-    terms = condition_terms(problem, model, points, engine, transform)
-    if terms:
-        sum(terms.values()).backward()
-    return {**totals, **{k: float(v.detach()) for k, v in terms.items()}}
+        for k, v in done(terms).items():
+            totals[k] = totals.get(k, 0.0) + v
+    return {**totals, **done(condition_terms(problem, model, points, engine, transform))}
+
+
+def evaluate_terms(problem: Problem, model: torch.nn.Module, points: Mapping[str, torch.Tensor],
+                   chunk_size: int | None = None, engine: str = "forward", transform=None,
+                   needs_graph: bool = False) -> dict[str, float]:
+    """The loss terms at the current parameters, without a backward pass.
+
+    ``needs_graph``: autograd is needed for the derivatives themselves (engine ``"autograd"`` or mixed
+    derivatives); otherwise no graph is built.
+    """
+    with torch.set_grad_enabled(needs_graph or engine == "autograd"):
+        return backward_in_chunks(problem, model, points, chunk_size, engine, transform, backward=False)
+
+
+def residual_magnitude(problem: Problem, model: torch.nn.Module, x: torch.Tensor, engine: str = "forward",
+                       transform=None, needs_graph: bool = False, chunk_size: int = 16384) -> torch.Tensor:
+    """sqrt(sum of squared residual equations) at points ``x`` (N, n_vars): (N,), detached."""
+    fields = _fields_factory(problem, model, engine, transform)
+    parts = []
+    with torch.set_grad_enabled(needs_graph or engine == "autograd"):
+        for start in range(0, len(x), chunk_size):
+            part = x[start : start + chunk_size].detach().requires_grad_(needs_graph)
+            residuals = _named(problem.residual(part, fields(part)), "pde")
+            parts.append(torch.sqrt(sum(r.detach() ** 2 for _, r in residuals)))
+    return torch.cat(parts)
 
 
 def _named(residual, default: str):
@@ -237,10 +263,17 @@ def train(problem: Problem, model: torch.nn.Module, stages: Sequence[Stage],
     def all_points():
         return torch.cat(list(points.values()))
 
-    def record(stage_index: int, terms: dict[str, float]):
+    needs_graph = "interior" in input_grad
+    adaptive = getattr(sampler, "adaptive", None)  # samplers without adaptive sampling may omit the attribute
+
+    def record(stage_index: int):
+        """A history row at the current parameters (off the clock). The loss is evaluated afresh: the last
+        closure call of an L-BFGS step may be a line-search trial that was not accepted."""
         nonlocal errors
+        terms = evaluate_terms(problem, model, points, chunk_size, engine, transform, needs_graph)
         row = {"step": state["step"], "stage": stage_index, "grid_size": getattr(model, "grid_size", ""),
                "time": round(state["train_time"], 4), "evaluations": state["evaluations"],
+               "n_interior": len(points["interior"]),
                "loss": sum(terms.values()), **{f"loss_{k}": v for k, v in terms.items()}}
         if evaluation is not None:
             errors = evaluation.errors(model, getattr(problem, "hard_constraint", None))
@@ -251,7 +284,16 @@ def train(problem: Problem, model: torch.nn.Module, stages: Sequence[Stage],
             postfix["rel_l2"] = f"{errors['rel_l2']:.2e}"
         bar.set_postfix(postfix, refresh=False)
 
-    terms_now: dict[str, float] = {}
+    def adapt_points():
+        """Residual-based adaptive sampling: the next interior set, and a fresh optimizer for the new loss."""
+        def magnitude(pool):
+            pool = pool.to(dtype=dtype, device=device)
+            return residual_magnitude(problem, model, pool, engine, transform, needs_graph).cpu().numpy()
+
+        fresh = sampler.adapt(problem.domain, points["interior"], magnitude)
+        points["interior"] = fresh.to(dtype=dtype, device=device).requires_grad_(needs_graph)
+        return optimizers[stage.optimizer](model.parameters())
+
     try:
         for stage_index, stage in enumerate(stages):
             if isinstance(model, KAN):
@@ -267,14 +309,10 @@ def train(problem: Problem, model: torch.nn.Module, stages: Sequence[Stage],
                 optimizer.zero_grad(set_to_none=True)
                 terms = backward_in_chunks(problem, model, points, chunk_size, engine, transform)
                 state["evaluations"] += 1
-                terms_now.clear()
-                terms_now.update(terms)
                 return torch.tensor(sum(terms.values()), dtype=dtype)
 
             if state["step"] == 0:
-                with torch.enable_grad():
-                    closure()
-                record(stage_index, terms_now)
+                record(stage_index)
             for step_in_stage in range(1, stage.steps + 1):
                 if max_time is not None and state["train_time"] >= max_time:
                     status, message = "time_limit", f"stopped after {state['train_time']:.1f} s (max_time={max_time})"
@@ -288,6 +326,9 @@ def train(problem: Problem, model: torch.nn.Module, stages: Sequence[Stage],
                     points["interior"] = sampler.interior(problem.domain).to(dtype=dtype, device=device)
                     points["interior"].requires_grad_("interior" in input_grad)
                     optimizer = optimizers[stage.optimizer](model.parameters())
+                if adaptive is not None and adaptive.due(
+                        state["step"], stage_start=step_in_stage == 1 and stage_index > 0):
+                    optimizer = adapt_points()
                 before = copy.deepcopy(model.state_dict())
                 # step() returns the loss at the parameters *before* the step: a finite, bounded value
                 # certifies ``before``, which becomes the state restored if a later step diverges.
@@ -299,7 +340,7 @@ def train(problem: Problem, model: torch.nn.Module, stages: Sequence[Stage],
                 best_loss = min(best_loss, float(loss))
                 last_good = before
                 if state["step"] % eval_every == 0 or step_in_stage == stage.steps:
-                    record(stage_index, terms_now)
+                    record(stage_index)
             with torch.enable_grad():  # certify the parameters after the stage's last step
                 _check_loss(closure(), best_loss, divergence_factor, state["step"], stage_index)
             last_good = copy.deepcopy(model.state_dict())
@@ -329,6 +370,7 @@ def train(problem: Problem, model: torch.nn.Module, stages: Sequence[Stage],
         "wall_time": time.perf_counter() - start,
         "parameters": count_parameters(model),
         "grid_size": getattr(model, "grid_size", None),
+        "n_interior_final": len(points["interior"]),
     }
     return Result(model, status, metrics, history, message)
 

@@ -55,8 +55,8 @@ class Burgers(Problem):
     With ``stretch`` = eps > 0 the problem is posed in the coordinate s = asinh(x / eps) / asinh(1 / eps)
     (:class:`ShockStretch`): the variables are ``("s", "t")``, the residual carries the chain-rule
     factors and the weight sqrt(dx/ds) (so its mean square still measures the residual over x), and
-    collocation points, knots, test points, predictions and plots are all in (s, t), with
-    x = eps sinh(s asinh(1 / eps)). Uniform points and knots in s crowd at the shock, which a KAN's
+    collocation points, knots and test points are in (s, t), with x = eps sinh(s asinh(1 / eps));
+    ``prediction.npz`` and the plots are mapped back to (x, t) (:meth:`physical_points`). Uniform points and knots in s crowd at the shock, which a KAN's
     uniform grid cannot otherwise resolve (measured: see configs/problem/burgers.yaml).
 
     Args:

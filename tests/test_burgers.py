@@ -146,7 +146,12 @@ def test_tiny_run_end_to_end(extra, tmp_path):
     assert metrics["status"] == "completed" and metrics["steps"] == 2
     assert math.isfinite(metrics["rel_l2"]) and metrics["rel_l2"] < 2.0
     prediction = np.load(tmp_path / "prediction.npz")
-    assert len(prediction[prediction.files[0]]) == 32 * 11
+    assert len(prediction["points"]) == 32 * 11
+    # saved (and plotted) in x even when the problem is solved in the stretched s
+    assert prediction["variables"].tolist() == ["x", "t"]
+    np.testing.assert_allclose(np.unique(prediction["points"][:, 0]), np.linspace(-1, 1, 32), atol=1e-13)
+    stretched = "problem.stretch=0" not in extra
+    assert prediction["solver_variables"].tolist() == (["s", "t"] if stretched else ["x", "t"])
     assert ("loss_initial" in (tmp_path / "history.csv").read_text()) == ("problem.hard=true" not in extra)
 
 
