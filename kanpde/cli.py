@@ -38,6 +38,26 @@ def user_config_dir() -> Path | None:
     return folder if folder.is_dir() and folder.resolve() != builtin_config_dir().resolve() else None
 
 
+PRIMARY_CONFIG = "kanpde_solve"  # configs/solve.yaml, registered in Hydra's ConfigStore under this name
+
+
+def search_setup() -> list[str]:
+    """Register the primary config and return the override that sets Hydra's search path.
+
+    Hydra takes the first match along its search path, and a ``hydra.searchpath`` entry never comes before
+    the primary config's own folder. So the primary config (configs/solve.yaml) is served from Hydra's
+    ConfigStore instead of a folder, and the search path lists the user's ./configs before the built-in
+    configs: a user's ``configs/problem/poisson.yaml`` wins over the built-in one of that name.
+    """
+    from hydra.core.config_store import ConfigStore
+    from omegaconf import OmegaConf
+
+    ConfigStore.instance().store(name=PRIMARY_CONFIG, node=OmegaConf.load(builtin_config_dir() / "solve.yaml"))
+    user = user_config_dir()
+    paths = ([f"file://{user}"] if user is not None else []) + ["pkg://kanpde.configs"]
+    return ["hydra.searchpath=[" + ",".join(f"'{path}'" for path in paths) + "]"]
+
+
 def known_problems() -> dict[str, Path]:
     """Problem name -> yaml file, built-in first; a user's ./configs/problem overrides by name."""
     found = {}
@@ -73,7 +93,7 @@ def _hydra_main(argv: list[str]) -> int:
     add_user_paths()
     outcome = {"code": 0}
 
-    @hydra.main(version_base="1.3", config_path="pkg://kanpde.configs", config_name="solve")
+    @hydra.main(version_base="1.3", config_path=None, config_name=PRIMARY_CONFIG)
     def solve(cfg):
         hydra_cfg = HydraConfig.get()
         name = hydra_cfg.runtime.choices.get("problem")
@@ -138,8 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     flags, overrides = _split_hydra_args(rest)
     overrides = ([f"problem={args.problem}"] if args.problem else []) + overrides
-    if user_config_dir() is not None:
-        overrides.append(f"hydra.searchpath=[file://{user_config_dir()}]")
+    overrides += search_setup()
     logging.basicConfig(level=logging.INFO)
     return _hydra_main([sys.argv[0] if sys.argv else "kanpde", *flags, *overrides])
 

@@ -42,15 +42,15 @@ def compose_pair(problem: str, overrides: list[str], family_overrides: dict[str,
 
     A user's ./configs is searched too, as ``kanpde solve`` does.
     """
-    from hydra import compose, initialize_config_module
+    from hydra import compose, initialize
 
-    from kanpde.cli import user_config_dir
+    from kanpde.cli import PRIMARY_CONFIG, search_setup
 
-    search = [f"hydra.searchpath=[file://{user_config_dir()}]"] if user_config_dir() is not None else []
+    search = search_setup()  # the user's ./configs first, as `kanpde solve` searches
     configs = {}
-    with initialize_config_module(config_module="kanpde.configs", version_base="1.3"):
+    with initialize(config_path=None, version_base="1.3"):
         for family in FAMILIES:
-            configs[family] = compose(config_name="solve", overrides=[
+            configs[family] = compose(config_name=PRIMARY_CONFIG, overrides=[
                 f"problem={problem}", f"model={family}", *overrides, *family_overrides.get(family, []), *search])
     return configs
 

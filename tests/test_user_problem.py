@@ -150,6 +150,28 @@ def test_list_shows_user_problems_with_their_descriptions(user_folder, cli):
     assert not (user_folder / "results").exists()
 
 
+def test_a_user_config_wins_over_a_built_in_of_the_same_name(user_folder, cli, find_runs):
+    """./configs/problem/poisson.yaml and ./configs/schedule/default.yaml replace the built-ins of those names."""
+    write(user_folder, {"configs/problem/poisson.yaml": MY_PDE_YAML,
+                        "configs/schedule/default.yaml": "stages:\n  - {optimizer: lbfgs, steps: 1, grid_size: 4}\n"})
+    composed = cli(["solve", "poisson", "--cfg", "job"], user_folder)
+    assert composed.returncode == 0, composed.stderr[-3000:]
+    assert "_target_: problems.my_pde.MyPDE" in composed.stdout
+    assert "steps: 1" in composed.stdout and "steps: 300" not in composed.stdout
+    done = cli(["solve", "poisson", "sampler.n_interior=64", "eval.points_per_side=11", "train.plot=false"],
+               user_folder)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (folder,) = find_runs(user_folder, "poisson")
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["steps"] == 1 and metrics["grid_size"] == 4
+    assert "problems.my_pde.MyPDE" in (folder / "config.yaml").read_text()
+    listed = cli(["list"], user_folder).stdout
+    assert re.search(r"^poisson\s+user\s+reaction-diffusion", listed, re.MULTILINE)
+    # in any other folder the built-in is back
+    elsewhere = cli(["solve", "poisson", "--cfg", "job"], user_folder.parent)
+    assert "kanpde.problems.poisson.KANPaperPoisson" in elsewhere.stdout
+
+
 def test_a_broken_user_problem_stops_before_training_with_the_fix(user_folder, cli, find_runs):
     write(user_folder, {"problems/broken.py": BROKEN,
                         "configs/problem/broken.yaml": "_target_: problems.broken.Broken\n"})
