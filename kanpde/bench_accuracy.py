@@ -122,8 +122,7 @@ def run_kanpde(problem_name: str, family: str, cap: float, overrides: tuple[str,
     curve = [[row["time"], row["evaluations"], row["rel_l2"]] for row in result.history]
     return {"status": result.status, "curve": curve, "parameters": result.metrics["parameters"],
             "recipe": describe_recipe(cfg, family),
-            "note": "time = train() history time" + (" (grid extension between stages is not on its clock)"
-                                                      if family == "kan" else "")}
+            "note": "time = train() history time" + (" (grid extensions included)" if family == "kan" else "")}
 
 
 def describe_recipe(cfg, family: str) -> str:

@@ -15,6 +15,8 @@ import sys
 from importlib import resources
 from pathlib import Path
 
+from hydra.experimental.callback import Callback
+
 # Subcommands implemented in their own module kanpde/<name>.py as main(argv) -> exit code.
 SUBCOMMANDS = {
     "bench": "step time, memory and time to accuracy (see kanpde bench --help)",
@@ -25,6 +27,7 @@ SUBCOMMANDS = {
 EXIT_USAGE = 2
 EXIT_DIVERGED = 3
 EXIT_INTERRUPTED = 130
+EXIT_FAILED_JOBS = 1  # a multirun in which some job did not finish (when no job reported a code itself)
 
 log = logging.getLogger("kanpde")
 
@@ -84,6 +87,44 @@ def describe(path: Path) -> str:
         return f"(cannot import: {error})"
 
 
+class SweepOutcome(Callback):
+    """Hydra callback (configs/solve.yaml): after a multirun, the jobs of this sweep that did not finish.
+
+    Launchers that run jobs in other processes (joblib, SLURM) do not hand a job's exit code back, so the
+    outcome is read from the run folders: a job whose ``metrics.json`` is missing (it crashed or was
+    refused) or whose status is not completed/time_limit failed. Only jobs started by this sweep count.
+    """
+
+    failed: list[tuple[str, str]] = []  # (job folder, status) of the last multirun in this process
+
+    def __init__(self, **_):
+        self.started = 0.0
+
+    def on_multirun_start(self, config, **kwargs) -> None:
+        import time
+
+        self.started = time.time()
+        SweepOutcome.failed = []
+
+    def on_multirun_end(self, config, **kwargs) -> None:
+        import json
+
+        from kanpde.app import FINISHED
+
+        root = Path(config.hydra.sweep.dir)
+        jobs = [marker.parent for marker in root.rglob(".hydra")
+                if (marker / "overrides.yaml").is_file() and (marker / "overrides.yaml").stat().st_mtime >= self.started - 1]
+        failed = []
+        for job in sorted(jobs):
+            try:
+                status = json.loads((job / "metrics.json").read_text()).get("status", "unknown")
+            except (OSError, ValueError):
+                status = "no metrics.json (failed before finishing; see its log)"
+            if status not in FINISHED:
+                failed.append((str(job), status))
+        SweepOutcome.failed = failed
+
+
 def _hydra_main(argv: list[str]) -> int:
     import hydra
     from hydra.core.hydra_config import HydraConfig
@@ -114,7 +155,12 @@ def _hydra_main(argv: list[str]) -> int:
         return metrics.get("rel_l2")
 
     sys.argv = argv
+    SweepOutcome.failed = []
     solve()
+    if SweepOutcome.failed:
+        log.error("%d sweep job(s) did not finish:\n%s", len(SweepOutcome.failed),
+                  "\n".join(f"  {folder}: {status}" for folder, status in SweepOutcome.failed))
+        return outcome["code"] or EXIT_FAILED_JOBS
     return outcome["code"]
 
 

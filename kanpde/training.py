@@ -298,9 +298,11 @@ def train(problem: Problem, model: torch.nn.Module, stages: Sequence[Stage],
         for stage_index, stage in enumerate(stages):
             if isinstance(model, KAN):
                 if stage.grid_size is not None and stage.grid_size != model.grid_size:
+                    tick = time.perf_counter()  # extension is part of training: on the clock
                     model = model.extend_grid(stage.grid_size, all_points(),
                                               margin=grid_update.margin if grid_update else 0.1,
                                               adaptive=grid_update.adaptive if grid_update else 0.0)
+                    state["train_time"] += time.perf_counter() - tick
                     last_good = copy.deepcopy(model.state_dict())
             optimizer = optimizers[stage.optimizer](model.parameters())
             best_loss = math.inf

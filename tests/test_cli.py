@@ -111,6 +111,22 @@ def test_multirun_right_after_the_problem(tmp_path, cli, tiny_overrides):
     assert sorted(json.loads(p.read_text())["seed"] for p in metrics) == [0, 1]
 
 
+@pytest.mark.parametrize("launcher", ["basic", "joblib"])
+def test_a_sweep_with_a_failed_job_exits_non_zero_and_names_it(tmp_path, cli, tiny_overrides, launcher):
+    """One of two jobs diverges; launchers running jobs elsewhere (joblib) used to let the sweep exit 0."""
+    extra = []
+    if launcher == "joblib":
+        pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+        extra = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "threads=1"]
+    done = cli(["solve", "poisson", "-m", "optim.adam.lr=1e-3,1e12", *tiny_overrides, "train.plot=false",
+                "schedule.stages=[{optimizer:adam,steps:20,grid_size:5}]", *extra], tmp_path)
+    output = done.stdout + done.stderr
+    assert done.returncode != 0, output[-3000:]
+    assert "1 sweep job(s) did not finish" in output and "lr=1000000000000.0" in output
+    assert ": diverged" in output
+    assert len(sorted((tmp_path / "results" / "multirun").rglob("metrics.json"))) == 2
+
+
 @pytest.mark.parametrize("precision", ["float32", "float64"])
 def test_diverging_run_exits_3(tmp_path, cli, find_runs, precision):
     done = cli(["solve", "poisson", "optim.adam.lr=1e12", "schedule.stages=[{optimizer:adam,steps:20,grid_size:5}]",
