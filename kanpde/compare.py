@@ -1,8 +1,8 @@
 """``kanpde compare PROBLEM [overrides]``: a KAN and an MLP-PINN on the same problem, points and budget.
 
-The solve config is composed twice through Hydra's compose API, once with ``model=kan`` and once with
-``model=mlp``, plus the user's overrides (shared by both) and optional per-family ones (``--kan`` and
-``--mlp``, for model settings only). Before anything trains, the two configs are checked to share the
+The solve config is composed twice through Hydra's compose API, once with ``model=kan`` (or the KAN the
+problem's config picks, e.g. helmholtz's quintic one) and once with ``model=mlp``, plus the user's
+overrides (shared by both) and optional per-family ones (``--kan`` and ``--mlp``, for model settings only). Before anything trains, the two configs are checked to share the
 problem, sampler and seed (hence the same collocation points), optimizers, stage steps, stopping rule
 (``train.max_time``), precision and test set; then both are solved in turn by :func:`kanpde.app.run` into
 ``results/compare/<problem>/<timestamp>/{kan,mlp}``. A table of parameters, errors, steps, loss
@@ -49,9 +49,13 @@ def compose_pair(problem: str, overrides: list[str], family_overrides: dict[str,
     search = search_setup()  # the user's ./configs first, as `kanpde solve` searches
     configs = {}
     with initialize(config_path=None, version_base="1.3"):
+        # A problem config may choose its own KAN (helmholtz: kan_quintic); keep it for the KAN side.
+        default = compose(config_name=PRIMARY_CONFIG, overrides=[f"problem={problem}", *overrides, *search])
+        own_kan = default.model.get("_target_") == "kanpde.nn.build_kan"
         for family in FAMILIES:
+            choice = [] if family == "kan" and own_kan else [f"model={family}"]
             configs[family] = compose(config_name=PRIMARY_CONFIG, overrides=[
-                f"problem={problem}", f"model={family}", *overrides, *family_overrides.get(family, []), *search])
+                f"problem={problem}", *choice, *overrides, *family_overrides.get(family, []), *search])
     return configs
 
 

@@ -285,17 +285,20 @@ def train(problem: Problem, model: torch.nn.Module, stages: Sequence[Stage],
         bar.set_postfix(postfix, refresh=False)
 
     def adapt_points():
-        """Residual-based adaptive sampling: the next interior set, and a fresh optimizer for the new loss."""
+        """Residual-based adaptive sampling: the next interior set (the caller restarts the optimizer)."""
         def magnitude(pool):
             pool = pool.to(dtype=dtype, device=device)
             return residual_magnitude(problem, model, pool, engine, transform, needs_graph).cpu().numpy()
 
         fresh = sampler.adapt(problem.domain, points["interior"], magnitude)
         points["interior"] = fresh.to(dtype=dtype, device=device).requires_grad_(needs_graph)
-        return optimizers[stage.optimizer](model.parameters())
 
     try:
         for stage_index, stage in enumerate(stages):
+            if adaptive is not None and stage.steps > 0 and adaptive.due(state["step"], stage_index > 0):
+                tick = time.perf_counter()  # before the extension, so that new knots see the new points
+                adapt_points()
+                state["train_time"] += time.perf_counter() - tick
             if isinstance(model, KAN):
                 if stage.grid_size is not None and stage.grid_size != model.grid_size:
                     tick = time.perf_counter()  # extension is part of training: on the clock
@@ -328,9 +331,9 @@ def train(problem: Problem, model: torch.nn.Module, stages: Sequence[Stage],
                     points["interior"] = sampler.interior(problem.domain).to(dtype=dtype, device=device)
                     points["interior"].requires_grad_("interior" in input_grad)
                     optimizer = optimizers[stage.optimizer](model.parameters())
-                if adaptive is not None and adaptive.due(
-                        state["step"], stage_start=step_in_stage == 1 and stage_index > 0):
-                    optimizer = adapt_points()
+                if adaptive is not None and step_in_stage > 1 and adaptive.due(state["step"], stage_start=False):
+                    adapt_points()
+                    optimizer = optimizers[stage.optimizer](model.parameters())
                 before = copy.deepcopy(model.state_dict())
                 # step() returns the loss at the parameters *before* the step: a finite, bounded value
                 # certifies ``before``, which becomes the state restored if a later step diverges.

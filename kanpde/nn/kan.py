@@ -312,9 +312,18 @@ def _padded_range(h: torch.Tensor, margin: float) -> tuple[torch.Tensor, torch.T
     return lo - margin * spread, hi + margin * spread
 
 
+MIN_INTERVAL = 0.05  # adaptive knots: narrowest interval, as a fraction of the uniform spacing
+
+
 def _knots_for(h: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, grid_size: int, order: int,
                adaptive: float) -> torch.Tensor:
-    """Knots (in, G + 2k + 1): uniform on [lo, hi], or blended with sample quantiles (``adaptive`` > 0)."""
+    """Knots (in, G + 2k + 1): uniform on [lo, hi], or blended with sample quantiles (``adaptive`` > 0).
+
+    Quantiles repeat where many samples share a value (boundary points all at x = 1, say); every interval
+    is therefore made at least ``MIN_INTERVAL`` of the uniform spacing wide (then all widths shrink a
+    little to span [lo, hi] again), and the k knots outside [lo, hi] are spaced uniformly. Otherwise coincident
+    knots would make every spline vanish at such a value.
+    """
     knots = make_knots(lo, hi, grid_size, order)
     if adaptive <= 0:
         return knots
@@ -322,9 +331,9 @@ def _knots_for(h: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, grid_size: i
     quantiles = torch.quantile(h, probabilities, dim=0).T  # (in, G + 1)
     quantiles[:, 0], quantiles[:, -1] = lo, hi
     interior = (1 - adaptive) * knots[:, order:-order] + adaptive * quantiles
-    spacing_lo = (interior[:, 1] - interior[:, 0]).unsqueeze(1)
-    spacing_hi = (interior[:, -1] - interior[:, -2]).unsqueeze(1)
-    steps = torch.arange(1, order + 1, dtype=h.dtype, device=h.device)
-    left = interior[:, :1] - spacing_lo * steps.flip(0)
-    right = interior[:, -1:] + spacing_hi * steps
-    return torch.cat([left, interior, right], dim=1)
+    uniform = ((hi - lo) / grid_size).unsqueeze(1)  # (in, 1)
+    widths = (interior[:, 1:] - interior[:, :-1]).clamp(min=0).maximum(MIN_INTERVAL * uniform)
+    widths = widths * ((hi - lo).unsqueeze(1) / widths.sum(dim=1, keepdim=True))
+    interior = torch.cat([lo.unsqueeze(1), lo.unsqueeze(1) + widths.cumsum(dim=1)], dim=1)
+    interior[:, -1] = hi
+    return torch.cat([knots[:, :order], interior, knots[:, -order:]], dim=1)

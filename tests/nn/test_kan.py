@@ -185,6 +185,31 @@ def test_extend_grid_adaptive_knots(adaptive):
     assert relative_error(extended(samples), model(samples)) < 2e-3
 
 
+def test_adaptive_knots_never_coincide_where_samples_repeat():
+    """A third of the samples sit exactly on x = 1 (boundary points): quantile knots used to pile up there,
+    with zero-width intervals outside, and every first-layer spline vanished at x = 1."""
+    from kanpde.nn.kan import MIN_INTERVAL
+
+    generator = torch.Generator().manual_seed(0)
+    inside = torch.rand(600, 2, generator=generator, dtype=torch.float64) * 2 - 1
+    on_edge = torch.cat([torch.ones(300, 1, dtype=torch.float64), inside[:300, 1:]], dim=1)
+    samples = torch.cat([inside, on_edge])
+    model = KAN([2, 3, 1], grid_size=5, grid_range=[(-1, 1), (-1, 1)], seed=0).double()
+    model.update_grid(samples)  # hidden grids cover the activations, so only the knots can spoil the fit
+    for adaptive in (0.5, 1.0):
+        extended = model.extend_grid(20, samples, adaptive=adaptive)
+        knots = extended.layers[0].knots
+        gaps = knots[:, 1:] - knots[:, :-1]
+        # at least MIN_INTERVAL of the uniform spacing, less the rescaling back onto the range
+        spacing = (knots[:, -4] - knots[:, 3]) / 20
+        assert torch.all(gaps >= 0.5 * MIN_INTERVAL * spacing[:, None]), gaps.min()
+        coarse = model.layers[0].knots  # the first layer keeps its input range
+        torch.testing.assert_close(knots[:, 3], coarse[:, 3])
+        torch.testing.assert_close(knots[:, -4], coarse[:, -4])
+        # the splines see x = 1: the fitted model still matches the coarse one on the edge points
+        assert relative_error(extended(on_edge), model(on_edge)) < 1e-2
+
+
 @pytest.mark.parametrize("order", [1, 2, 3, 4, 5])
 def test_spline_least_squares_convergence_rate(order):
     """Fitting sin(3x) on [-1, 1] with a [1, 1] KAN spline: max error ~ G^-(k+1)."""
