@@ -189,14 +189,18 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name:<20} {origin:<9} {describe(path)}")
         return 0
 
-    if args.problem in (None, "-h", "--help") or (args.problem or "").startswith("-"):
-        if args.problem and args.problem.startswith("-") and args.problem not in ("-h", "--help"):
-            rest = [args.problem, *rest]
-            args.problem = None
-        if args.problem is None and not any(flag in rest for flag in ("--cfg", "-c", "--info", "--help", "-h")):
-            print("usage: kanpde solve PROBLEM [hydra overrides]\nknown problems: "
-                  + ", ".join(known_problems()), file=sys.stderr)
-            return EXIT_USAGE
+    # Read the problem name from the tokens themselves: argparse would take a Hydra flag's value
+    # (`solve --cfg job ...`) or an override (`solve +experiment=helmholtz`) for it.
+    flags, positionals = _split_hydra_args(argv[argv.index("solve") + 1:])
+    names = [token for token in positionals if "=" not in token]
+    args.problem = names[0] if names else None
+    rest = flags + [token for token in positionals if token is not args.problem]
+    experiment = any(token.lstrip("+").startswith("experiment=") for token in positionals)  # names its problem
+    if args.problem is None and not experiment and not any(flag in flags for flag in
+                                                            ("--cfg", "-c", "--info", "--help", "-h")):
+        print("usage: kanpde solve PROBLEM [hydra overrides]\nknown problems: "
+              + ", ".join(known_problems()), file=sys.stderr)
+        return EXIT_USAGE
     if args.problem and args.problem not in known_problems():
         print(f"kanpde: unknown problem {args.problem!r}. Known problems: {', '.join(known_problems())}.\n"
               "Define your own with ./problems/<name>.py and ./configs/problem/<name>.yaml (see README).",

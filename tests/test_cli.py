@@ -102,6 +102,17 @@ def test_hydra_flags_mix_with_overrides(tmp_path, cli, order):
     assert "grid_size: 7" in done.stdout
 
 
+@pytest.mark.parametrize("args, expected", [
+    (["solve", "--cfg", "job", "poisson"], "kanpde.problems.poisson.KANPaperPoisson"),  # a flag's value is no name
+    (["solve", "+experiment=helmholtz", "--cfg", "job"], "kanpde.problems.helmholtz.Helmholtz"),  # it names one
+    (["solve", "--cfg", "job", "+experiment=kan_paper_poisson"], "n_interior: 10000"),
+])
+def test_problem_name_is_read_past_flags_and_overrides(tmp_path, cli, args, expected):
+    done = cli(args, tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert expected in done.stdout
+
+
 def test_multirun_right_after_the_problem(tmp_path, cli, tiny_overrides):
     """The documented sweep form `kanpde solve poisson -m seed=0,1 ...` runs one job per seed."""
     done = cli(["solve", "poisson", "-m", "seed=0,1", *tiny_overrides, "train.plot=false"], tmp_path)
