@@ -14,6 +14,7 @@ import logging
 import sys
 from importlib import resources
 from pathlib import Path
+from typing import ClassVar
 
 from hydra.experimental.callback import Callback
 
@@ -95,7 +96,7 @@ class SweepOutcome(Callback):
     refused) or whose status is not completed/time_limit failed. Only jobs started by this sweep count.
     """
 
-    failed: list[tuple[str, str]] = []  # (job folder, status) of the last multirun in this process
+    failed: ClassVar[list[tuple[str, str]]] = []  # (job folder, status) of the last multirun in this process
 
     def __init__(self, **_):
         self.started = 0.0
@@ -193,22 +194,20 @@ def main(argv: list[str] | None = None) -> int:
     # (`solve --cfg job ...`) or an override (`solve +experiment=helmholtz`) for it.
     flags, positionals = _split_hydra_args(argv[argv.index("solve") + 1:])
     names = [token for token in positionals if "=" not in token]
-    args.problem = names[0] if names else None
-    rest = flags + [token for token in positionals if token is not args.problem]
-    experiment = any(token.lstrip("+").startswith("experiment=") for token in positionals)  # names its problem
-    if args.problem is None and not experiment and not any(flag in flags for flag in
-                                                            ("--cfg", "-c", "--info", "--help", "-h")):
+    problem = names[0] if names else None
+    overrides = [token for token in positionals if token is not problem]
+    experiment = any(token.lstrip("+").startswith("experiment=") for token in overrides)  # names its problem
+    if problem is None and not experiment and not any(flag in flags for flag in
+                                                       ("--cfg", "-c", "--info", "--help", "-h")):
         print("usage: kanpde solve PROBLEM [hydra overrides]\nknown problems: "
               + ", ".join(known_problems()), file=sys.stderr)
         return EXIT_USAGE
-    if args.problem and args.problem not in known_problems():
-        print(f"kanpde: unknown problem {args.problem!r}. Known problems: {', '.join(known_problems())}.\n"
+    if problem and problem not in known_problems():
+        print(f"kanpde: unknown problem {problem!r}. Known problems: {', '.join(known_problems())}.\n"
               "Define your own with ./problems/<name>.py and ./configs/problem/<name>.yaml (see README).",
               file=sys.stderr)
         return EXIT_USAGE
-    flags, overrides = _split_hydra_args(rest)
-    overrides = ([f"problem={args.problem}"] if args.problem else []) + overrides
-    overrides += search_setup()
+    overrides = ([f"problem={problem}"] if problem else []) + overrides + search_setup()
     logging.basicConfig(level=logging.INFO)
     return _hydra_main([sys.argv[0] if sys.argv else "kanpde", *flags, *overrides])
 

@@ -157,8 +157,9 @@ class Sampler:
         ``magnitude_fn(points) -> (M,)`` gives the residual magnitude at candidate points (uniform in the box).
         """
         rule = self.adaptive
+        current = current.detach().cpu().to(torch.float64)
         if rule.mode == "add" and rule.max_points is not None and len(current) >= rule.max_points:
-            return current.detach().cpu().to(torch.float64)
+            return current
         n_pool = max(int(math.ceil(rule.candidates * len(current))), rule.n_new)
         pool = _scale(unit_samples(n_pool, box.dim, "uniform", self._next_seed()), box)
         magnitude = np.asarray(magnitude_fn(pool), dtype=np.float64).reshape(-1)
@@ -166,7 +167,7 @@ class Sampler:
             return pool[rule.choose(magnitude, self.n_interior, self._next_seed())]
         count = rule.n_new if rule.max_points is None else min(rule.n_new, rule.max_points - len(current))
         chosen = pool[rule.choose(magnitude, count, self._next_seed())]
-        return torch.cat([current.detach().cpu().to(torch.float64), chosen])
+        return torch.cat([current, chosen])
 
     def on_faces(self, box: Box, on, n: int | None = None) -> torch.Tensor:
         """``n`` points on the faces ``on`` (``"boundary"``, a face or a list), (n, dim), float64.

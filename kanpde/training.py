@@ -183,14 +183,14 @@ def backward_in_chunks(problem: Problem, model: torch.nn.Module, points: Mapping
 
 
 def evaluate_terms(problem: Problem, model: torch.nn.Module, points: Mapping[str, torch.Tensor],
-                   chunk_size: int | None = None, engine: str = "forward", transform=None,
-                   needs_graph: bool = False) -> dict[str, float]:
+                   chunk_size: int | None = None, engine: str = "forward", transform=None) -> dict[str, float]:
     """The loss terms at the current parameters, without a backward pass.
 
-    ``needs_graph``: autograd is needed for the derivatives themselves (engine ``"autograd"`` or mixed
-    derivatives); otherwise no graph is built.
+    A graph is built only where the derivatives themselves need autograd: engine ``"autograd"``, or point
+    sets that require grad (``train``'s ``input_grad``: mixed or higher derivatives, on any point set).
     """
-    with torch.set_grad_enabled(needs_graph or engine == "autograd"):
+    needs_graph = engine == "autograd" or any(x.requires_grad for x in points.values())
+    with torch.set_grad_enabled(needs_graph):
         return backward_in_chunks(problem, model, points, chunk_size, engine, transform, backward=False)
 
 
@@ -263,14 +263,14 @@ def train(problem: Problem, model: torch.nn.Module, stages: Sequence[Stage],
     def all_points():
         return torch.cat(list(points.values()))
 
-    needs_graph = "interior" in input_grad
+    interior_graph = "interior" in input_grad  # the interior residual needs autograd (mixed derivatives)
     adaptive = getattr(sampler, "adaptive", None)  # samplers without adaptive sampling may omit the attribute
 
     def record(stage_index: int):
         """A history row at the current parameters (off the clock). The loss is evaluated afresh: the last
         closure call of an L-BFGS step may be a line-search trial that was not accepted."""
         nonlocal errors
-        terms = evaluate_terms(problem, model, points, chunk_size, engine, transform, needs_graph)
+        terms = evaluate_terms(problem, model, points, chunk_size, engine, transform)
         row = {"step": state["step"], "stage": stage_index, "grid_size": getattr(model, "grid_size", ""),
                "time": round(state["train_time"], 4), "evaluations": state["evaluations"],
                "n_interior": len(points["interior"]),
@@ -288,10 +288,10 @@ def train(problem: Problem, model: torch.nn.Module, stages: Sequence[Stage],
         """Residual-based adaptive sampling: the next interior set (the caller restarts the optimizer)."""
         def magnitude(pool):
             pool = pool.to(dtype=dtype, device=device)
-            return residual_magnitude(problem, model, pool, engine, transform, needs_graph).cpu().numpy()
+            return residual_magnitude(problem, model, pool, engine, transform, interior_graph).cpu().numpy()
 
         fresh = sampler.adapt(problem.domain, points["interior"], magnitude)
-        points["interior"] = fresh.to(dtype=dtype, device=device).requires_grad_(needs_graph)
+        points["interior"] = fresh.to(dtype=dtype, device=device).requires_grad_(interior_graph)
 
     try:
         for stage_index, stage in enumerate(stages):
@@ -299,14 +299,13 @@ def train(problem: Problem, model: torch.nn.Module, stages: Sequence[Stage],
                 tick = time.perf_counter()  # before the extension, so that new knots see the new points
                 adapt_points()
                 state["train_time"] += time.perf_counter() - tick
-            if isinstance(model, KAN):
-                if stage.grid_size is not None and stage.grid_size != model.grid_size:
-                    tick = time.perf_counter()  # extension is part of training: on the clock
-                    model = model.extend_grid(stage.grid_size, all_points(),
-                                              margin=grid_update.margin if grid_update else 0.1,
-                                              adaptive=grid_update.adaptive if grid_update else 0.0)
-                    state["train_time"] += time.perf_counter() - tick
-                    last_good = copy.deepcopy(model.state_dict())
+            if isinstance(model, KAN) and stage.grid_size is not None and stage.grid_size != model.grid_size:
+                tick = time.perf_counter()  # extension is part of training: on the clock
+                model = model.extend_grid(stage.grid_size, all_points(),
+                                          margin=grid_update.margin if grid_update else 0.1,
+                                          adaptive=grid_update.adaptive if grid_update else 0.0)
+                state["train_time"] += time.perf_counter() - tick
+                last_good = copy.deepcopy(model.state_dict())
             optimizer = optimizers[stage.optimizer](model.parameters())
             best_loss = math.inf
 
@@ -329,7 +328,7 @@ def train(problem: Problem, model: torch.nn.Module, stages: Sequence[Stage],
                     optimizer = optimizers[stage.optimizer](model.parameters())
                 if sampler.resample_every and state["step"] > 0 and state["step"] % sampler.resample_every == 0:
                     points["interior"] = sampler.interior(problem.domain).to(dtype=dtype, device=device)
-                    points["interior"].requires_grad_("interior" in input_grad)
+                    points["interior"].requires_grad_(interior_graph)
                     optimizer = optimizers[stage.optimizer](model.parameters())
                 if adaptive is not None and step_in_stage > 1 and adaptive.due(state["step"], stage_start=False):
                     adapt_points()

@@ -202,3 +202,33 @@ def test_a_few_training_steps_lower_the_loss(kind, lbfgs):
     assert all(math.isfinite(v) for v in losses) and losses[-1] < losses[0]
     assert math.isfinite(result.metrics["rel_l2"])
     assert {f"loss_{term}" for term in TERMS[kind]} <= set(result.history[-1])
+
+
+class MixedOnAFace(MixedDerivative):
+    """Poisson (no cross term) on MixedDerivative's square, plus a condition that reads u_xy on a face: that
+    point set alone needs autograd."""
+
+    def residual(self, x, d):
+        return d.laplacian("u") + 2 * PI**2 * self.exact(x)[:, 0]
+
+    def conditions(self):
+        exact_xy = lambda x: PI**2 * torch.cos(PI * x[:, 0]) * torch.cos(PI * x[:, 1])  # noqa: E731
+        return {**super().conditions(), "cross": Condition(on="y=1", residual=lambda x, d: d["u_xy"] - exact_xy(x))}
+
+
+def test_history_loss_of_a_mixed_derivative_condition_is_its_true_value(lbfgs):
+    """History rows re-evaluate the loss without a backward pass; a face term needing autograd must still get
+    its graph there (it used to be evaluated without one, and its u_xy read as zero)."""
+    problem = MixedOnAFace()
+    model = make_model("kan", problem)
+    report = validate(problem, model, engine="forward")
+    assert report.autograd == {"cross": ("u_xy",)}
+    result = train(problem, model, [Stage("lbfgs", 2, 4)], {"lbfgs": lbfgs(max_iter=3)},
+                   Sampler(n_interior=64, n_boundary=24, seed=1), eval_every=1, grid_update=None,
+                   progress=False, input_grad=tuple(report.autograd))
+    points = collocation(problem, Sampler(n_interior=64, n_boundary=24, seed=1))
+    points = {name: x.requires_grad_(name in report.autograd) for name, x in points.items()}
+    terms = {name: float(value.detach()) for name, value in loss_terms(problem, result.model, points).items()}
+    assert terms["cross"] > 1e-3  # u_xy is far from zero after two steps
+    assert result.history[-1]["loss_cross"] == pytest.approx(terms["cross"], rel=1e-10)
+    assert result.history[-1]["loss"] == pytest.approx(sum(terms.values()), rel=1e-10)

@@ -332,7 +332,7 @@ def _knots_for(h: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, grid_size: i
     quantiles[:, 0], quantiles[:, -1] = lo, hi
     interior = (1 - adaptive) * knots[:, order:-order] + adaptive * quantiles
     uniform = ((hi - lo) / grid_size).unsqueeze(1)  # (in, 1)
-    widths = (interior[:, 1:] - interior[:, :-1]).clamp(min=0).maximum(MIN_INTERVAL * uniform)
+    widths = (interior[:, 1:] - interior[:, :-1]).maximum(MIN_INTERVAL * uniform)
     widths = widths * ((hi - lo).unsqueeze(1) / widths.sum(dim=1, keepdim=True))
     interior = torch.cat([lo.unsqueeze(1), lo.unsqueeze(1) + widths.cumsum(dim=1)], dim=1)
     interior[:, -1] = hi
