@@ -1,7 +1,8 @@
 """The training loop: optimizer stages, KAN grid updates and extension, stopping, evaluation.
 
-One step = one ``optimizer.step(closure)``; for L-BFGS that is ``max_iter`` iterations with a strong-Wolfe
-line search. Between stages a KAN is extended to the stage's grid size (a finer KAN fitted to the current
+One step = one ``optimizer.step(objective)`` (:mod:`kanpde.optim`): for L-BFGS that is ``max_iter`` iterations
+with a strong-Wolfe line search, for Levenberg-Marquardt one damped Gauss-Newton iteration. A stage ends
+after its steps, or earlier when the optimizer reports convergence. Between stages a KAN is extended to the stage's grid size (a finer KAN fitted to the current
 one by least squares) and the optimizer starts afresh. Errors against the exact or reference solution are
 measured every ``eval_every`` steps, off the clock: ``train_time`` counts optimisation only.
 """
@@ -18,8 +19,11 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from kanpde.derivatives import Fields
 from kanpde.nn import KAN, count_parameters
+from kanpde.objective import (LeastSquares, backward_in_chunks, condition_terms, evaluate_terms,  # noqa: F401
+                              loss_terms, residual_magnitude, residual_terms)
+from kanpde.optim import make_optimizer
+from kanpde.optim.lm import check_size
 from kanpde.problem import Problem
 from kanpde.sampling import Sampler
 
@@ -114,106 +118,6 @@ def collocation(problem: Problem, sampler: Sampler) -> dict[str, torch.Tensor]:
     return points
 
 
-def _fields_factory(problem: Problem, model: torch.nn.Module, engine: str, transform, plain_values: bool = False):
-    constraint = getattr(problem, "hard_constraint", None)
-    if transform is None and constraint is not None:
-        transform = constraint.apply_jet
-
-    def fields(x):
-        return Fields(model, x, problem.variables, problem.outputs, engine, transform, problem.domain, plain_values)
-
-    return fields
-
-
-def residual_terms(problem: Problem, model: torch.nn.Module, interior: torch.Tensor, engine: str = "forward",
-                   transform=None) -> dict[str, torch.Tensor]:
-    """``residual_weight * mean(residual^2)`` per residual equation at ``interior`` (N, n_vars)."""
-    fields = _fields_factory(problem, model, engine, transform)
-    return {name: problem.residual_weight * residual.pow(2).mean()
-            for name, residual in _named(problem.residual(interior, fields(interior)), "pde")}
-
-
-def condition_terms(problem: Problem, model: torch.nn.Module, points: Mapping[str, torch.Tensor],
-                    engine: str = "forward", transform=None) -> dict[str, torch.Tensor]:
-    """``weight * mean(residual^2)`` per condition, at ``points[condition name]``."""
-    # Face points are few and Dirichlet conditions read values only: skip derivative propagation there.
-    fields = _fields_factory(problem, model, engine, transform, plain_values=True)
-    terms = {}
-    for name, condition in problem.conditions().items():
-        for key, residual in _named(condition.residual(points[name], fields(points[name])), name):
-            terms[key] = condition.weight * residual.pow(2).mean()
-    return terms
-
-
-def loss_terms(problem: Problem, model: torch.nn.Module, points: Mapping[str, torch.Tensor],
-               engine: str = "forward", transform=None) -> dict[str, torch.Tensor]:
-    """Weighted mean-square terms: one per residual equation and one per condition.
-
-    ``transform`` defaults to the problem's ``hard_constraint.apply_jet`` when it has one.
-    """
-    return {**residual_terms(problem, model, points["interior"], engine, transform),
-            **condition_terms(problem, model, points, engine, transform)}
-
-
-def backward_in_chunks(problem: Problem, model: torch.nn.Module, points: Mapping[str, torch.Tensor],
-                       chunk_size: int | None = None, engine: str = "forward", transform=None,
-                       backward: bool = True) -> dict[str, float]:
-    """Back-propagate the total loss, interior points ``chunk_size`` at a time; returns the loss terms.
-
-    Mean-square terms are additive over chunks when each chunk's mean is weighted by its share of the
-    points, so the gradient equals the unchunked one while only one chunk's graph is alive at a time.
-    With ``backward=False`` the terms are only evaluated (see :func:`evaluate_terms`).
-    """
-    def done(terms):
-        if backward and terms:
-            sum(terms.values()).backward()
-        return {k: float(v.detach()) for k, v in terms.items()}
-
-    interior = points["interior"]
-    if chunk_size is None or len(interior) <= chunk_size:
-        return done(loss_terms(problem, model, points, engine, transform))
-    totals: dict[str, float] = {}
-    for start in range(0, len(interior), chunk_size):
-        part = interior[start : start + chunk_size]
-        terms = {k: v * (len(part) / len(interior))
-                 for k, v in residual_terms(problem, model, part, engine, transform).items()}
-        for k, v in done(terms).items():
-            totals[k] = totals.get(k, 0.0) + v
-    return {**totals, **done(condition_terms(problem, model, points, engine, transform))}
-
-
-def evaluate_terms(problem: Problem, model: torch.nn.Module, points: Mapping[str, torch.Tensor],
-                   chunk_size: int | None = None, engine: str = "forward", transform=None) -> dict[str, float]:
-    """The loss terms at the current parameters, without a backward pass.
-
-    A graph is built only where the derivatives themselves need autograd: engine ``"autograd"``, or point
-    sets that require grad (``train``'s ``input_grad``: mixed or higher derivatives, on any point set).
-    """
-    needs_graph = engine == "autograd" or any(x.requires_grad for x in points.values())
-    with torch.set_grad_enabled(needs_graph):
-        return backward_in_chunks(problem, model, points, chunk_size, engine, transform, backward=False)
-
-
-def residual_magnitude(problem: Problem, model: torch.nn.Module, x: torch.Tensor, engine: str = "forward",
-                       transform=None, needs_graph: bool = False, chunk_size: int = 16384) -> torch.Tensor:
-    """sqrt(sum of squared residual equations) at points ``x`` (N, n_vars): (N,), detached."""
-    fields = _fields_factory(problem, model, engine, transform)
-    parts = []
-    with torch.set_grad_enabled(needs_graph or engine == "autograd"):
-        for start in range(0, len(x), chunk_size):
-            part = x[start : start + chunk_size].detach().requires_grad_(needs_graph)
-            residuals = _named(problem.residual(part, fields(part)), "pde")
-            parts.append(torch.sqrt(sum(r.detach() ** 2 for _, r in residuals)))
-    return torch.cat(parts)
-
-
-def _named(residual, default: str):
-    if isinstance(residual, Mapping):
-        return [(f"{default}_{k}" if default != "pde" else str(k), v) for k, v in residual.items()]
-    if isinstance(residual, (tuple, list)):
-        return [(f"{default}{i}", v) for i, v in enumerate(residual)]
-    return [(default, residual)]
-
 
 def train(problem: Problem, model: torch.nn.Module, stages: Sequence[Stage],
           optimizers: Mapping[str, Callable], sampler: Sampler, evaluation: Evaluation | None = None, *,
@@ -225,7 +129,8 @@ def train(problem: Problem, model: torch.nn.Module, stages: Sequence[Stage],
     """Train ``model`` on ``problem`` through ``stages``; see the module docstring.
 
     Args:
-        optimizers: name -> factory ``f(parameters) -> torch.optim.Optimizer`` (Hydra ``_partial_``).
+        optimizers: name -> factory ``f(parameters)`` returning a ``torch.optim.Optimizer`` or a
+            :class:`kanpde.optim.AbstractOptimizer` such as Levenberg-Marquardt (Hydra ``_partial_``).
         sampler: draws the collocation points (and fresh interior points every ``resample_every`` steps).
         evaluation: test points with true values; ``None`` records no errors.
         engine: ``"forward"`` (forward derivative propagation) or ``"autograd"``.
@@ -248,14 +153,18 @@ def train(problem: Problem, model: torch.nn.Module, stages: Sequence[Stage],
             raise ValueError(f"stage optimizer {stage.optimizer!r} is not configured; known: {sorted(optimizers)}")
     reference = next(model.parameters())
     dtype, device = reference.dtype, reference.device
+    _check_optimizer_sizes(model, stages, optimizers)
     points = {k: v.to(dtype=dtype, device=device).requires_grad_(k in input_grad)
               for k, v in collocation(problem, sampler).items()}
+    objective = LeastSquares(problem, model, points, engine=engine, transform=transform, chunk_size=chunk_size,
+                             input_grad=input_grad)
     history: list[dict] = []
     total_steps = sum(stage.steps for stage in stages)
     bar = tqdm(total=total_steps, disable=(not progress) if progress is not None else None, desc=problem.name,
                dynamic_ncols=True)
-    state = {"step": 0, "train_time": 0.0, "evaluations": 0}
-    last_good = copy.deepcopy(model.state_dict())
+    state = {"step": 0, "train_time": 0.0}
+    last_good = copy.deepcopy(model.state_dict())  # certified by a finite loss: restored on divergence
+    last_step = last_good  # after the last completed step: restored on an interrupt
     status, message = "completed", ""
     errors: dict[str, float] = {}
     start = time.perf_counter()
@@ -266,15 +175,15 @@ def train(problem: Problem, model: torch.nn.Module, stages: Sequence[Stage],
     interior_graph = "interior" in input_grad  # the interior residual needs autograd (mixed derivatives)
     adaptive = getattr(sampler, "adaptive", None)  # samplers without adaptive sampling may omit the attribute
 
-    def record(stage_index: int):
+    def record(stage_index: int, info: Mapping[str, float] | None = None):
         """A history row at the current parameters (off the clock). The loss is evaluated afresh: the last
         closure call of an L-BFGS step may be a line-search trial that was not accepted."""
         nonlocal errors
         terms = evaluate_terms(problem, model, points, chunk_size, engine, transform)
         row = {"step": state["step"], "stage": stage_index, "grid_size": getattr(model, "grid_size", ""),
-               "time": round(state["train_time"], 4), "evaluations": state["evaluations"],
+               "time": round(state["train_time"], 4), "evaluations": objective.evaluations,
                "n_interior": len(points["interior"]),
-               "loss": sum(terms.values()), **{f"loss_{k}": v for k, v in terms.items()}}
+               "loss": sum(terms.values()), **{f"loss_{k}": v for k, v in terms.items()}, **(info or {})}
         if evaluation is not None:
             errors = evaluation.errors(model, getattr(problem, "hard_constraint", None))
             row.update(errors)
@@ -304,16 +213,12 @@ def train(problem: Problem, model: torch.nn.Module, stages: Sequence[Stage],
                 model = model.extend_grid(stage.grid_size, all_points(),
                                           margin=grid_update.margin if grid_update else 0.1,
                                           adaptive=grid_update.adaptive if grid_update else 0.0)
+                objective.model = model
                 state["train_time"] += time.perf_counter() - tick
-                last_good = copy.deepcopy(model.state_dict())
-            optimizer = optimizers[stage.optimizer](model.parameters())
+                last_good = last_step = copy.deepcopy(model.state_dict())
+            factory = optimizers[stage.optimizer]
+            optimizer = make_optimizer(factory, model)
             best_loss = math.inf
-
-            def closure():
-                optimizer.zero_grad(set_to_none=True)
-                terms = backward_in_chunks(problem, model, points, chunk_size, engine, transform)
-                state["evaluations"] += 1
-                return torch.tensor(sum(terms.values()), dtype=dtype)
 
             if state["step"] == 0:
                 record(stage_index)
@@ -325,29 +230,35 @@ def train(problem: Problem, model: torch.nn.Module, stages: Sequence[Stage],
                 if isinstance(model, KAN) and grid_update is not None and grid_update.every > 0 \
                         and step_in_stage % grid_update.every == 0 and step_in_stage <= grid_update.until:
                     model.update_grid(all_points(), grid_update.margin, grid_update.adaptive)
-                    optimizer = optimizers[stage.optimizer](model.parameters())
+                    optimizer = make_optimizer(factory, model)
                 if sampler.resample_every and state["step"] > 0 and state["step"] % sampler.resample_every == 0:
                     points["interior"] = sampler.interior(problem.domain).to(dtype=dtype, device=device)
                     points["interior"].requires_grad_(interior_graph)
-                    optimizer = optimizers[stage.optimizer](model.parameters())
+                    optimizer = make_optimizer(factory, model)
                 if adaptive is not None and step_in_stage > 1 and adaptive.due(state["step"], stage_start=False):
                     adapt_points()
-                    optimizer = optimizers[stage.optimizer](model.parameters())
+                    optimizer = make_optimizer(factory, model)
                 before = copy.deepcopy(model.state_dict())
-                # step() returns the loss at the parameters *before* the step: a finite, bounded value
+                # The report's loss is the loss at the parameters *before* the step: a finite, bounded value
                 # certifies ``before``, which becomes the state restored if a later step diverges.
-                loss = optimizer.step(closure)
+                report = optimizer.step(objective)
                 state["train_time"] += time.perf_counter() - tick
                 state["step"] += 1
                 bar.update(1)
-                _check_loss(loss, best_loss, divergence_factor, state["step"], stage_index)
-                best_loss = min(best_loss, float(loss))
-                last_good = before
-                if state["step"] % eval_every == 0 or step_in_stage == stage.steps:
-                    record(stage_index)
-            with torch.enable_grad():  # certify the parameters after the stage's last step
-                _check_loss(closure(), best_loss, divergence_factor, state["step"], stage_index)
-            last_good = copy.deepcopy(model.state_dict())
+                _check_loss(report.loss, best_loss, divergence_factor, state["step"], stage_index)
+                best_loss = min(best_loss, report.loss)
+                last_good, last_step = before, copy.deepcopy(model.state_dict())
+                # Optimizers that report diagnostics (Levenberg-Marquardt) get a history row every step.
+                if report.converged or step_in_stage == stage.steps or \
+                        state["step"] % (1 if report.info else eval_every) == 0:
+                    record(stage_index, report.info)
+                if report.converged:
+                    log.info("stage %d: %s after %d steps; next stage", stage_index, report.converged, step_in_stage)
+                    bar.update(stage.steps - step_in_stage)
+                    break
+            # certify the parameters after the stage's last step
+            _check_loss(objective.loss(), best_loss, divergence_factor, state["step"], stage_index)
+            last_good = last_step = copy.deepcopy(model.state_dict())
             if checkpoint is not None:
                 checkpoint(model, state["step"])
             if status != "completed":
@@ -357,7 +268,7 @@ def train(problem: Problem, model: torch.nn.Module, stages: Sequence[Stage],
         status, message = "diverged", str(error)
         log.error("diverged: %s; the last finite parameters are kept", error)
     except KeyboardInterrupt:
-        model.load_state_dict(last_good)
+        model.load_state_dict(last_step)
         status, message = "interrupted", f"interrupted by the user at step {state['step']}"
         log.warning("%s; saving the last completed step", message)
     finally:
@@ -369,7 +280,7 @@ def train(problem: Problem, model: torch.nn.Module, stages: Sequence[Stage],
         **errors,
         "final_loss": history[-1]["loss"] if history else math.nan,
         "steps": state["step"],
-        "loss_evaluations": state["evaluations"],
+        "loss_evaluations": objective.evaluations,
         "train_time": state["train_time"],
         "wall_time": time.perf_counter() - start,
         "parameters": count_parameters(model),
@@ -377,6 +288,18 @@ def train(problem: Problem, model: torch.nn.Module, stages: Sequence[Stage],
         "n_interior_final": len(points["interior"]),
     }
     return Result(model, status, metrics, history, message)
+
+
+def _check_optimizer_sizes(model: torch.nn.Module, stages: Sequence[Stage], optimizers: Mapping[str, Callable]) -> None:
+    """Refuse, before any training, a stage whose optimizer cannot take the model at that stage's size
+    (a dense Gauss-Newton solve over too many parameters)."""
+    for stage in stages:
+        limit = getattr(make_optimizer(optimizers[stage.optimizer], model), "max_parameters", None)
+        if limit is None:
+            continue
+        grid = stage.grid_size if isinstance(model, KAN) and stage.grid_size is not None else None
+        size = model.count_parameters(grid) if grid is not None else count_parameters(model)
+        check_size(size, limit, next(model.parameters()).dtype)
 
 
 def _check_loss(loss, best_loss: float, factor: float, step: int, stage_index: int) -> None:

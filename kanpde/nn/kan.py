@@ -18,7 +18,14 @@ import torch
 from torch import nn
 
 from kanpde.nn.jet import Jet
+from kanpde.nn.tape import SplineRecord, active_tape
 from kanpde.nn.splines import general_basis, is_uniform, make_knots, uniform_basis, uniform_local
+
+
+# Layers with at least this many outputs per input evaluate their splines through a dense basis and a matmul
+# (measured on a 2-core CPU, KAN [2, 10, 1] at 2,500 points, value and derivatives plus backward: the
+# first layer 2.4x faster); narrower layers gather their k + 1 active coefficients.
+DENSE_MIN_OUTPUTS = 4
 
 
 def silu_derivatives(h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -108,7 +115,7 @@ class KANLayer(nn.Module):
     def edge_functions(self, h: torch.Tensor, n_derivatives: int = 2) -> torch.Tensor:
         """phi_ij and its derivatives at ``h`` (N, in): ``(n_derivatives + 1, N, in, out)``."""
         coef = self.scale_spline.unsqueeze(-1) * self.coef  # (in, out, M)
-        if self.uniform:
+        if self.uniform and self.n_out < DENSE_MIN_OUTPUTS:
             # Only k + 1 bases are non-zero per (point, input): gather their coefficients instead of
             # multiplying a mostly-zero dense basis (memory traffic, not flops, is the cost on CPU).
             local, interval = uniform_local(h, self.knots, self.order, n_derivatives)  # (K, N, in, k+1)
@@ -120,11 +127,29 @@ class KANLayer(nn.Module):
             gathered = padded.reshape(-1, self.n_out).index_select(0, index.reshape(-1))
             gathered = gathered.reshape(*index.shape, self.n_out)  # (N, in, k+1, out)
             spline = (local.unsqueeze(-1) * gathered).sum(dim=-2)  # (K, N, in, out)
+            start = interval - self.order  # basis index of local[..., 0]
+        elif self.uniform:
+            # Many outputs per input: scatter the k + 1 active values into a dense basis and multiply by the
+            # coefficients with one matmul per input (BLAS beats the elementwise products above here).
+            local, interval = uniform_local(h, self.knots, self.order, n_derivatives)  # (K, N, in, k+1)
+            index = (interval.unsqueeze(-1) + torch.arange(self.order + 1, device=h.device)).expand_as(local)
+            padded = local.new_zeros(*local.shape[:3], self.n_basis + 2 * self.order)
+            dense = padded.scatter(-1, index, local)[..., self.order : self.order + self.n_basis]  # (K, N, in, M)
+            n_orders, n = local.shape[:2]
+            by_input = dense.permute(2, 0, 1, 3).reshape(self.n_in, n_orders * n, self.n_basis)  # (in, K N, M)
+            spline = torch.bmm(by_input, coef.transpose(1, 2))  # (in, K N, out)
+            spline = spline.reshape(self.n_in, n_orders, n, self.n_out).permute(1, 2, 0, 3)  # (K, N, in, out)
+            start = interval - self.order
         else:
-            bases = torch.stack(self.basis(h, n_derivatives))  # (K, N, in, M)
-            spline = torch.einsum("kbim,iom->kbio", bases, coef)
+            local = torch.stack(self.basis(h, n_derivatives))  # (K, N, in, M)
+            spline = torch.einsum("kbim,iom->kbio", local, coef)
+            start = torch.zeros(h.shape, dtype=torch.long, device=h.device)
         silu = torch.stack(silu_derivatives(h)[: n_derivatives + 1])  # (K, N, in)
-        return spline + silu.unsqueeze(-1) * self.scale_base  # (K, N, in, out)
+        phi = spline + silu.unsqueeze(-1) * self.scale_base  # (K, N, in, out)
+        tape = active_tape()
+        if tape is not None:  # exact Jacobians (kanpde.jacobian): where the parameters enter, and with what
+            tape.records.append(SplineRecord(self, phi, local.detach(), start, silu.detach()))
+        return phi
 
     def forward_jet(self, jet: Jet) -> Jet:
         """Propagate value, first and pure second derivatives through the layer.
@@ -216,6 +241,12 @@ class KAN(nn.Module):
     @property
     def grid_size(self) -> int:
         return self.layers[0].grid_size
+
+    def count_parameters(self, grid_size: int | None = None) -> int:
+        """Trainable scalars at ``grid_size`` (the current grid by default): per edge G + k coefficients,
+        w_base and w_spline."""
+        grid = self.grid_size if grid_size is None else int(grid_size)
+        return sum(layer.n_in * layer.n_out * (grid + self.order + 2) for layer in self.layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Network output ``(N, widths[-1])`` at ``x`` (N, widths[0])."""

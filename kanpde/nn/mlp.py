@@ -9,6 +9,7 @@ from torch import nn
 
 from kanpde.nn.kan import as_ranges, silu_derivatives
 from kanpde.nn.jet import Jet, elementwise_jet, stack_jet, unstack_jet
+from kanpde.nn.tape import LinearRecord, active_tape
 
 
 def _tanh(z):
@@ -74,8 +75,9 @@ class MLP(nn.Module):
         """Network output ``(N, widths[-1])`` at ``x`` (N, widths[0])."""
         h = (x - self.center) / self.half_width
         act = VALUES[self.activation]
+        tape = active_tape()
         for index, linear in enumerate(self.linears):
-            h = linear(h)
+            h = linear(h) if tape is None else _recorded_linear(linear, h.unsqueeze(1), tape)[:, 0]
             if index < len(self.linears) - 1:
                 h = act(h)
         return h
@@ -92,9 +94,18 @@ class MLP(nn.Module):
         n_in = x.shape[1]
         act = ACTIVATIONS[self.activation]
         for index, linear in enumerate(self.linears):
-            stacked = stack_jet(jet) @ linear.weight.T  # (N, 1 + 2D, width)
+            stacked = _recorded_linear(linear, stack_jet(jet), active_tape())  # (N, 1 + 2D, width)
             jet = unstack_jet(stacked, n_in)
-            jet = Jet(jet.value + linear.bias, jet.first, jet.second)
             if index < len(self.linears) - 1:
                 jet = elementwise_jet(jet, *act(jet.value))
         return jet
+
+
+def _recorded_linear(linear: nn.Linear, stacked: torch.Tensor, tape) -> torch.Tensor:
+    """``linear`` on stacked channels ``(N, C, in)`` -> ``(N, C, out)``: the weight acts on every channel, the
+    bias on channel 0 (the value) only; recorded on ``tape`` (or None) for exact Jacobians."""
+    out = stacked @ linear.weight.T
+    if tape is not None:
+        tape.records.append(LinearRecord(linear, out, stacked.detach()))
+    bias = torch.nn.functional.pad(linear.bias.unsqueeze(0), (0, 0, 0, stacked.shape[1] - 1))  # (C, out)
+    return out + bias

@@ -1,0 +1,273 @@
+"""The training objective: weighted mean squares of residuals, as a loss and as a residual vector.
+
+The loss is sum_t w_t mean_n(r_tn^2) over terms t (each PDE residual equation at the interior points, each
+condition at its points), which is ||R||^2 for the stacked vector R with entries sqrt(w_t / N_t) r_tn.
+First-order optimizers see the loss and its gradient (:meth:`LeastSquares.backward`); a least-squares
+optimizer sees R's Gauss-Newton products J^T J and J^T R (:meth:`LeastSquares.gauss_newton`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from kanpde.derivatives import Fields
+from kanpde.jacobian import NotStructured, ParameterIndex, cell_keys, generic_rows, gram, structured_rows
+from kanpde.nn.tape import recording
+from kanpde.problem import Problem
+
+log = logging.getLogger("kanpde")
+
+
+def _fields_factory(problem: Problem, model: torch.nn.Module, engine: str, transform, plain_values: bool = False):
+    constraint = getattr(problem, "hard_constraint", None)
+    if transform is None and constraint is not None:
+        transform = constraint.apply_jet
+
+    def fields(x):
+        return Fields(model, x, problem.variables, problem.outputs, engine, transform, problem.domain, plain_values)
+
+    return fields
+
+
+def residual_terms(problem: Problem, model: torch.nn.Module, interior: torch.Tensor, engine: str = "forward",
+                   transform=None) -> dict[str, torch.Tensor]:
+    """``residual_weight * mean(residual^2)`` per residual equation at ``interior`` (N, n_vars)."""
+    fields = _fields_factory(problem, model, engine, transform)
+    return {name: problem.residual_weight * residual.pow(2).mean()
+            for name, residual in _named(problem.residual(interior, fields(interior)), "pde")}
+
+
+def condition_terms(problem: Problem, model: torch.nn.Module, points: Mapping[str, torch.Tensor],
+                    engine: str = "forward", transform=None) -> dict[str, torch.Tensor]:
+    """``weight * mean(residual^2)`` per condition, at ``points[condition name]``."""
+    # Face points are few and Dirichlet conditions read values only: skip derivative propagation there.
+    fields = _fields_factory(problem, model, engine, transform, plain_values=True)
+    terms = {}
+    for name, condition in problem.conditions().items():
+        for key, residual in _named(condition.residual(points[name], fields(points[name])), name):
+            terms[key] = condition.weight * residual.pow(2).mean()
+    return terms
+
+
+def loss_terms(problem: Problem, model: torch.nn.Module, points: Mapping[str, torch.Tensor],
+               engine: str = "forward", transform=None) -> dict[str, torch.Tensor]:
+    """Weighted mean-square terms: one per residual equation and one per condition.
+
+    ``transform`` defaults to the problem's ``hard_constraint.apply_jet`` when it has one.
+    """
+    return {**residual_terms(problem, model, points["interior"], engine, transform),
+            **condition_terms(problem, model, points, engine, transform)}
+
+
+def backward_in_chunks(problem: Problem, model: torch.nn.Module, points: Mapping[str, torch.Tensor],
+                       chunk_size: int | None = None, engine: str = "forward", transform=None,
+                       backward: bool = True) -> dict[str, float]:
+    """Back-propagate the total loss, interior points ``chunk_size`` at a time; returns the loss terms.
+
+    Mean-square terms are additive over chunks when each chunk's mean is weighted by its share of the
+    points, so the gradient equals the unchunked one while only one chunk's graph is alive at a time.
+    With ``backward=False`` the terms are only evaluated (see :func:`evaluate_terms`).
+    """
+    def done(terms):
+        if backward and terms:
+            sum(terms.values()).backward()
+        return {k: float(v.detach()) for k, v in terms.items()}
+
+    interior = points["interior"]
+    if chunk_size is None or len(interior) <= chunk_size:
+        return done(loss_terms(problem, model, points, engine, transform))
+    totals: dict[str, float] = {}
+    for start in range(0, len(interior), chunk_size):
+        part = interior[start : start + chunk_size]
+        terms = {k: v * (len(part) / len(interior))
+                 for k, v in residual_terms(problem, model, part, engine, transform).items()}
+        for k, v in done(terms).items():
+            totals[k] = totals.get(k, 0.0) + v
+    return {**totals, **done(condition_terms(problem, model, points, engine, transform))}
+
+
+def evaluate_terms(problem: Problem, model: torch.nn.Module, points: Mapping[str, torch.Tensor],
+                   chunk_size: int | None = None, engine: str = "forward", transform=None) -> dict[str, float]:
+    """The loss terms at the current parameters, without a backward pass.
+
+    A graph is built only where the derivatives themselves need autograd: engine ``"autograd"``, or point
+    sets that require grad (``train``'s ``input_grad``: mixed or higher derivatives, on any point set).
+    """
+    needs_graph = engine == "autograd" or any(x.requires_grad for x in points.values())
+    with torch.set_grad_enabled(needs_graph):
+        return backward_in_chunks(problem, model, points, chunk_size, engine, transform, backward=False)
+
+
+def residual_magnitude(problem: Problem, model: torch.nn.Module, x: torch.Tensor, engine: str = "forward",
+                       transform=None, needs_graph: bool = False, chunk_size: int = 16384) -> torch.Tensor:
+    """sqrt(sum of squared residual equations) at points ``x`` (N, n_vars): (N,), detached."""
+    fields = _fields_factory(problem, model, engine, transform)
+    parts = []
+    with torch.set_grad_enabled(needs_graph or engine == "autograd"):
+        for start in range(0, len(x), chunk_size):
+            part = x[start : start + chunk_size].detach().requires_grad_(needs_graph)
+            residuals = _named(problem.residual(part, fields(part)), "pde")
+            parts.append(torch.sqrt(sum(r.detach() ** 2 for _, r in residuals)))
+    return torch.cat(parts)
+
+
+def _named(residual, default: str):
+    if isinstance(residual, Mapping):
+        return [(f"{default}_{k}" if default != "pde" else str(k), v) for k, v in residual.items()]
+    if isinstance(residual, (tuple, list)):
+        return [(f"{default}{i}", v) for i, v in enumerate(residual)]
+    return [(default, residual)]
+
+
+
+@dataclass
+class GaussNewton:
+    """The Gauss-Newton products of the residual vector R at the current parameters.
+
+    Attributes:
+        jtj: J^T J ``(P, P)``.
+        jtr: J^T R ``(P,)``; the loss gradient is 2 J^T R.
+        terms: each term's ||R_t||^2, i.e. its weighted mean square; ``loss`` is their sum.
+    """
+
+    jtj: torch.Tensor
+    jtr: torch.Tensor
+    terms: dict[str, float]
+
+    @property
+    def loss(self) -> float:
+        return sum(self.terms.values())
+
+
+@dataclass
+class _Group:
+    """One point set and the residual equations evaluated there."""
+
+    name: str  # "interior" or a condition's name
+    weight: float
+    residuals: object  # (x, fields) -> [(term name, (N,) residual), ...]
+    plain_values: bool
+
+
+class LeastSquares:
+    """The training objective over ``points``, for every kind of optimizer.
+
+    Args:
+        problem, model: what is trained.
+        points: point sets by name (``"interior"`` and each condition's), read afresh at every call, so the
+            training loop may replace a set (resampling).
+        engine, transform: as for :class:`~kanpde.derivatives.Fields`.
+        chunk_size: interior points per chunk for loss and gradient (bounded memory, same values).
+        input_grad: point sets whose residuals take mixed or higher derivatives by autograd.
+        jacobian_chunk: points per chunk of Jacobian rows (memory: ``jacobian_chunk * P`` numbers).
+    """
+
+    GENERIC_CHUNK = 256  # points per chunk on the generic Jacobian path (its cost grows with chunk size)
+    ROWS_PER_CELL = 128  # rows per block of the blockwise J^T J (measured near-best on Poisson, 2,900 rows)
+
+    def __init__(self, problem: Problem, model: torch.nn.Module, points: Mapping[str, torch.Tensor], *,
+                 engine: str = "forward", transform=None, chunk_size: int | None = None,
+                 input_grad: Collection[str] = (), jacobian_chunk: int = 8192):
+        self.problem, self.model, self.points = problem, model, points
+        self.engine, self.transform, self.chunk_size = engine, transform, chunk_size
+        self.input_grad = frozenset(input_grad)
+        self.jacobian_chunk = int(jacobian_chunk)
+        self.evaluations = 0  # loss evaluations (with or without gradient or Jacobian)
+        self._structured: dict[str, bool] = {}  # group -> structured rows verified against generic ones
+        self._buffer: torch.Tensor | None = None
+
+    def parameters(self) -> list[torch.Tensor]:
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def loss_terms(self) -> dict[str, float]:
+        """The loss terms at the current parameters (no gradient)."""
+        self.evaluations += 1
+        return evaluate_terms(self.problem, self.model, self.points, self.chunk_size, self.engine, self.transform)
+
+    def loss(self) -> float:
+        return sum(self.loss_terms().values())
+
+    def backward(self) -> dict[str, float]:
+        """Accumulate the loss gradient into the parameters' ``.grad``; returns the loss terms."""
+        self.evaluations += 1
+        return backward_in_chunks(self.problem, self.model, self.points, self.chunk_size, self.engine,
+                                  self.transform)
+
+    def _groups(self) -> list[_Group]:
+        problem = self.problem
+        groups = [_Group("interior", problem.residual_weight,
+                         lambda x, d: _named(problem.residual(x, d), "pde"), plain_values=False)]
+        for name, condition in problem.conditions().items():
+            groups.append(_Group(name, condition.weight,
+                                 lambda x, d, c=condition, n=name: _named(c.residual(x, d), n), plain_values=True))
+        return groups
+
+    def gauss_newton(self, index: ParameterIndex) -> GaussNewton:
+        """J^T J, J^T R and the loss terms at the current parameters, accumulated over chunks of points."""
+        self.evaluations += 1
+        size = index.size
+        reference = index.parameters[0]
+        jtj = reference.new_zeros(size, size)
+        jtr = reference.new_zeros(size)
+        terms: dict[str, float] = {}
+        box = self.problem.domain
+        for group in self._groups():
+            points = self.points[group.name]
+            n_total = len(points)
+            structured = self._use_structured(group, index)
+            chunk = self.jacobian_chunk if structured else self.GENERIC_CHUNK
+            for start in range(0, n_total, chunk):
+                x = points[start : start + chunk]
+                for name, residual, records in self._evaluate(group, x):
+                    scaled = residual * math.sqrt(group.weight / n_total)  # entries of R
+                    if structured:
+                        rows = structured_rows(scaled, records, index, self._rows_buffer(len(x), size, scaled))
+                    else:
+                        rows = generic_rows(scaled, index)
+                    scaled = scaled.detach()
+                    jtj += gram(rows, cell_keys(x, box.lower, box.upper, self.ROWS_PER_CELL))
+                    jtr += rows.T @ scaled
+                    terms[name] = terms.get(name, 0.0) + float(scaled @ scaled)
+        return GaussNewton(jtj, jtr, terms)
+
+    def _evaluate(self, group: _Group, x: torch.Tensor):
+        """The group's residuals at ``x`` with the layer records of the evaluation: [(name, (N,), records)]."""
+        fields = _fields_factory(self.problem, self.model, self.engine, self.transform, group.plain_values)
+        with torch.enable_grad(), recording() as tape:
+            named = group.residuals(x, fields(x))
+        return [(name, residual.reshape(-1), tape.records) for name, residual in named]
+
+    def _rows_buffer(self, n: int, size: int, like: torch.Tensor) -> torch.Tensor:
+        """A reused (n, P) buffer for Jacobian rows: fresh large allocations cost page faults every call."""
+        buffer = self._buffer
+        if buffer is None or buffer.numel() < n * size or buffer.dtype != like.dtype or buffer.device != like.device:
+            self._buffer = buffer = like.new_empty(n * size)
+        return buffer[: n * size].view(n, size)
+
+    def _use_structured(self, group: _Group, index: ParameterIndex) -> bool:
+        """Whether the structured rows hold for this group: checked once against generic rows on a probe."""
+        if group.name in self.input_grad or self.engine != "forward":
+            return False  # mixed derivatives by autograd: the parameters also act through the input graph
+        known = self._structured.get(group.name)
+        if known is not None:
+            return known
+        probe = self.points[group.name][:6]
+        agrees, reason = True, ""
+        try:
+            for name, residual, records in self._evaluate(group, probe):
+                fast = structured_rows(residual, records, index)
+                exact = generic_rows(residual, index)
+                tolerance = math.sqrt(torch.finfo(exact.dtype).eps) * (1.0 + float(exact.abs().max()))
+                if float((fast - exact).abs().max()) > tolerance:
+                    agrees, reason = False, f"term {name!r} is not pointwise in the network's evaluations"
+        except NotStructured as error:
+            agrees, reason = False, str(error)
+        if not agrees:
+            log.info("Jacobian rows of %r by reverse mode, row by row (%s)", group.name, reason)
+        self._structured[group.name] = agrees
+        return agrees
