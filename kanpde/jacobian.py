@@ -183,18 +183,20 @@ def cell_keys(points: torch.Tensor, lower: Sequence[float], upper: Sequence[floa
     return key
 
 
-def gram(rows: torch.Tensor, keys: torch.Tensor | None = None, dense_fraction: float = 0.7) -> torch.Tensor:
-    """J^T J ``(P, P)`` for rows ``(N, P)``, blockwise over the groups of equal ``keys`` (N,).
+def gram(rows: torch.Tensor, keys: torch.Tensor | None = None, dense_fraction: float = 0.7,
+         out: torch.Tensor | None = None) -> torch.Tensor:
+    """The upper triangle of J^T J ``(P, P)`` (zeros below) for rows ``(N, P)``, blockwise over the groups of
+    equal ``keys`` (N,); added into ``out`` when given. Cholesky reads one triangle, so no symmetrising.
 
     Each group contributes the product of its rows restricted to the columns they touch; a group that
     touches more than ``dense_fraction`` of the columns (an MLP touches all) is multiplied densely.
     """
     n, size = rows.shape
-    upper = rows.new_zeros(size, size)  # the upper triangle is accumulated; the product is symmetric
+    upper = rows.new_zeros(size, size) if out is None else out
     if n == 0:
         return upper
     if keys is None:
-        return _symmetric(_upper_product(rows))
+        return upper.add_(_upper_product(rows))
     order = torch.argsort(keys, stable=True)
     counts = torch.unique_consecutive(keys[order], return_counts=True)[1].tolist()
     flat = upper.view(-1)
@@ -209,19 +211,21 @@ def gram(rows: torch.Tensor, keys: torch.Tensor | None = None, dense_fraction: f
         # The block's product lands on (columns x columns): one flat index_add, no gather of old values.
         flat.index_add_(0, (columns.unsqueeze(1) * size + columns).reshape(-1), _upper_product(sub).reshape(-1))
     if dense:
-        upper += _upper_product(torch.cat(dense))
-    return _symmetric(upper)
+        upper.add_(_upper_product(torch.cat(dense)))
+    return upper
 
 
 def _upper_product(rows: torch.Tensor) -> torch.Tensor:
     """The upper triangle of rows^T rows ``(P, P)`` (zeros below): BLAS syrk on the CPU, half a matmul's work."""
     if rows.device.type == "cpu" and rows.dtype in (torch.float64, torch.float32):
         syrk = blas.dsyrk if rows.dtype == torch.float64 else blas.ssyrk
-        # A C-ordered (n, P) array is the Fortran-ordered (P, n) matrix rows^T: syrk(trans=0) gives rows^T rows.
-        product = syrk(1.0, rows.detach().contiguous().numpy().T, trans=0)
-        return torch.from_numpy(product)  # numpy indexing is logical: the upper triangle, whatever the order
+        # A C-ordered (n, P) array is the Fortran-ordered (P, n) matrix rows^T: syrk(trans=0) gives rows^T rows,
+        # Fortran-ordered; its transpose is the C-ordered lower triangle, i.e. (read back) the upper one.
+        product = syrk(1.0, rows.detach().contiguous().numpy().T, trans=0, lower=1)
+        return torch.from_numpy(product.T)
     return torch.triu(rows.T @ rows)
 
 
-def _symmetric(upper: torch.Tensor) -> torch.Tensor:
+def symmetric(upper: torch.Tensor) -> torch.Tensor:
+    """The full symmetric matrix from its upper triangle."""
     return upper + torch.triu(upper, diagonal=1).T

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from kanpde.derivatives import Fields
-from kanpde.jacobian import NotStructured, ParameterIndex, cell_keys, generic_rows, gram, structured_rows
+from kanpde.jacobian import NotStructured, ParameterIndex, cell_keys, generic_rows, gram, structured_rows, symmetric
 from kanpde.nn.tape import recording
 from kanpde.problem import Problem
 
@@ -130,18 +130,23 @@ class GaussNewton:
     """The Gauss-Newton products of the residual vector R at the current parameters.
 
     Attributes:
-        jtj: J^T J ``(P, P)``.
+        jtj_upper: the upper triangle of J^T J ``(P, P)``, zeros below (all a Cholesky solve reads).
         jtr: J^T R ``(P,)``; the loss gradient is 2 J^T R.
         terms: each term's ||R_t||^2, i.e. its weighted mean square; ``loss`` is their sum.
     """
 
-    jtj: torch.Tensor
+    jtj_upper: torch.Tensor
     jtr: torch.Tensor
     terms: dict[str, float]
 
     @property
     def loss(self) -> float:
         return sum(self.terms.values())
+
+    @property
+    def jtj(self) -> torch.Tensor:
+        """J^T J in full."""
+        return symmetric(self.jtj_upper)
 
 
 @dataclass
@@ -212,7 +217,7 @@ class LeastSquares:
         self.evaluations += 1
         size = index.size
         reference = index.parameters[0]
-        jtj = reference.new_zeros(size, size)
+        jtj = reference.new_zeros(size, size)  # upper triangle
         jtr = reference.new_zeros(size)
         terms: dict[str, float] = {}
         box = self.problem.domain
@@ -230,7 +235,7 @@ class LeastSquares:
                     else:
                         rows = generic_rows(scaled, index)
                     scaled = scaled.detach()
-                    jtj += gram(rows, cell_keys(x, box.lower, box.upper, self.ROWS_PER_CELL))
+                    gram(rows, cell_keys(x, box.lower, box.upper, self.ROWS_PER_CELL), out=jtj)
                     jtr += rows.T @ scaled
                     terms[name] = terms.get(name, 0.0) + float(scaled @ scaled)
         return GaussNewton(jtj, jtr, terms)

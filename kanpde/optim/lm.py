@@ -68,19 +68,28 @@ class LevenbergMarquardt(AbstractOptimizer):
             return StepReport(loss, info)  # the loop reports the divergence
         if info["gradient_norm"] <= self.gtol:
             return StepReport(loss, info, converged=f"gradient below gtol={self.gtol:g}")
-        jtj = products.jtj
+        jtj = products.jtj_upper  # Cholesky reads the upper triangle only
         diagonal = jtj.diagonal()
         # Marquardt's scaling; the floor keeps directions no point sees (unused spline coefficients) damped.
-        scaling = diagonal.clamp(min=float(diagonal.max()) * 1e-12 + torch.finfo(jtj.dtype).tiny)
+        import os
+        mode = os.environ.get("LM_SCALING", "floor12")
+        if mode.startswith("floor"):
+            scaling = diagonal.clamp(min=float(diagonal.max()) * 10**-int(mode[5:]) + torch.finfo(jtj.dtype).tiny)
+        else:  # running max (MINPACK)
+            previous = getattr(self, "_scaling", None)
+            scaling = diagonal.clamp(min=float(diagonal.max()) * 1e-12 + torch.finfo(jtj.dtype).tiny)
+            if previous is not None and previous.shape == scaling.shape:
+                scaling = torch.maximum(previous, scaling)
+            self._scaling = scaling
         theta = self.index.vector()
         for trial in range(1, self.max_trials + 1):
             info["trials"] = trial
             system = jtj + torch.diag(self.damping * scaling)
-            factor, failed = torch.linalg.cholesky_ex(system)
+            factor, failed = torch.linalg.cholesky_ex(system, upper=True)
             if int(failed):  # not positive definite in floating point: more damping
                 self._reject()
                 continue
-            delta = -torch.cholesky_solve(gradient.unsqueeze(1), factor).squeeze(1)
+            delta = -torch.cholesky_solve(gradient.unsqueeze(1), factor, upper=True).squeeze(1)
             # Decrease predicted by the linear model, ||R||^2 - ||R + J delta||^2, from the normal equations.
             predicted = float(-(delta @ gradient) + self.damping * (delta * scaling) @ delta)
             self.index.add_(delta)
