@@ -93,7 +93,7 @@ def build(cfg: DictConfig, problem_name: str | None = None) -> Setup:
     dtype = PRECISIONS[cfg.precision]
     device = _device(cfg.device)
     if cfg.get("threads"):
-        torch.set_num_threads(int(cfg.threads))
+        set_threads(int(cfg.threads))
     problem = build_problem(cfg, problem_name)
     box = problem.domain
     _check_target(cfg.model, MODEL_PREFIXES, "the model config")
@@ -119,6 +119,14 @@ def build(cfg: DictConfig, problem_name: str | None = None) -> Setup:
         evaluation = Evaluation(evaluation.points.to(device=device, dtype=dtype),
                                 evaluation.values.to(device=device, dtype=dtype))
     return Setup(problem, model, stages, optimizers, sampler, evaluation, grid_update, dtype, device, report)
+
+
+def set_threads(threads: int) -> None:
+    """Limit torch's intra-op threads and the BLAS thread pools (scipy's, used for J^T J) to ``threads``."""
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(threads)
+    threadpool_limits(threads)
 
 
 def make_evaluation(problem: Problem, points_per_side: int = 101) -> Evaluation | None:

@@ -168,19 +168,24 @@ def generic_rows(residual: torch.Tensor, index: ParameterIndex, batch: int = 64)
 
 def cell_keys(points: torch.Tensor, lower: Sequence[float], upper: Sequence[float], rows_per_cell: int = 128
               ) -> torch.Tensor:
-    """A cell number per point ``(N,)`` (long): the box split into about N / ``rows_per_cell`` equal cells.
+    """A block number per point ``(N,)`` (long): runs of ``rows_per_cell`` points consecutive in Z-order.
 
-    Nearby points touch the same spline coefficients, so rows grouped by cell share most of their zeros.
+    Nearby points touch the same spline coefficients, so rows grouped by block share most of their zeros.
+    The Z-order (Morton) curve over a fine grid of the box keeps runs compact whatever the dimension of
+    the point set (the interior, a face, an edge), so blocks stay small on faces too.
     """
     n, dim = points.shape
-    per_side = max(1, math.floor((n / rows_per_cell) ** (1.0 / dim)))
+    bits = max(1, 30 // dim)  # 2^bits cells per side, all the bits of a key within 30
     lo = torch.as_tensor(lower, dtype=points.dtype, device=points.device)
     hi = torch.as_tensor(upper, dtype=points.dtype, device=points.device)
-    cells = ((points.detach() - lo) / (hi - lo) * per_side).floor().clamp(0, per_side - 1).long()  # (N, d)
-    key = torch.zeros(n, dtype=torch.long, device=points.device)
-    for axis in range(dim):
-        key = key * per_side + cells[:, axis]
-    return key
+    cells = ((points.detach() - lo) / (hi - lo) * 2**bits).floor().clamp(0, 2**bits - 1).long()  # (N, d)
+    morton = torch.zeros(n, dtype=torch.long, device=points.device)
+    for bit in range(bits):
+        for axis in range(dim):
+            morton |= ((cells[:, axis] >> bit) & 1) << (bit * dim + axis)
+    rank = torch.empty_like(morton)
+    rank[torch.argsort(morton, stable=True)] = torch.arange(n, device=points.device)
+    return rank // max(1, int(rows_per_cell))
 
 
 def gram(rows: torch.Tensor, keys: torch.Tensor | None = None, dense_fraction: float = 0.7,
@@ -197,12 +202,13 @@ def gram(rows: torch.Tensor, keys: torch.Tensor | None = None, dense_fraction: f
         return upper
     if keys is None:
         return upper.add_(_upper_product(rows))
-    order = torch.argsort(keys, stable=True)
-    counts = torch.unique_consecutive(keys[order], return_counts=True)[1].tolist()
+    in_order = bool(torch.all(keys[1:] >= keys[:-1]))  # rows already grouped: blocks are slices, no copies
+    order = None if in_order else torch.argsort(keys, stable=True)
+    counts = torch.unique_consecutive(keys if in_order else keys[order], return_counts=True)[1].tolist()
     flat = upper.view(-1)
     dense = []
-    for members in torch.split(order, counts):
-        block = rows.index_select(0, members)  # (count, P)
+    for members in (torch.split(rows, counts) if in_order else torch.split(order, counts)):
+        block = members if in_order else rows.index_select(0, members)  # (count, P)
         columns = torch.nonzero(block.abs().amax(dim=0)).squeeze(1)  # sorted: upper stays upper
         if len(columns) > dense_fraction * size:
             dense.append(block)

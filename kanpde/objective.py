@@ -185,6 +185,8 @@ class LeastSquares:
         self.evaluations = 0  # loss evaluations (with or without gradient or Jacobian)
         self._structured: dict[str, bool] = {}  # group -> structured rows verified against generic ones
         self._buffer: torch.Tensor | None = None
+        self._order_cache: dict[str, tuple] = {}  # set name -> (points, version, points in cell order, keys)
+        self._kept: dict[str, tuple] = {}  # set name -> (parameter versions, points, evaluation) of a trial
 
     def parameters(self) -> list[torch.Tensor]:
         return [p for p in self.model.parameters() if p.requires_grad]
@@ -220,25 +222,77 @@ class LeastSquares:
         jtj = reference.new_zeros(size, size)  # upper triangle
         jtr = reference.new_zeros(size)
         terms: dict[str, float] = {}
-        box = self.problem.domain
         for group in self._groups():
-            points = self.points[group.name]
+            points, keys = self._in_cell_order(group.name)
             n_total = len(points)
             structured = self._use_structured(group, index)
             chunk = self.jacobian_chunk if structured else self.GENERIC_CHUNK
             for start in range(0, n_total, chunk):
                 x = points[start : start + chunk]
-                for name, residual, records in self._evaluate(group, x):
+                kept = self._kept.pop(group.name, None)
+                if kept is not None and kept[:3] == (_versions(index.parameters), x.data_ptr(), len(x)):
+                    evaluated = kept[3]  # the accepted trial's forward pass, at these very parameters
+                else:
+                    evaluated = self._evaluate(group, x)
+                for name, residual, records in evaluated:
                     scaled = residual * math.sqrt(group.weight / n_total)  # entries of R
                     if structured:
                         rows = structured_rows(scaled, records, index, self._rows_buffer(len(x), size, scaled))
                     else:
                         rows = generic_rows(scaled, index)
                     scaled = scaled.detach()
-                    gram(rows, cell_keys(x, box.lower, box.upper, self.ROWS_PER_CELL), out=jtj)
+                    gram(rows, keys[start : start + chunk], out=jtj)
                     jtr += rows.T @ scaled
                     terms[name] = terms.get(name, 0.0) + float(scaled @ scaled)
+        self._kept.clear()
         return GaussNewton(jtj, jtr, terms)
+
+    def trial_loss(self, index: ParameterIndex) -> float:
+        """The loss at the current parameters, keeping the forward pass of each point set that fits in one
+        Jacobian chunk: if the caller accepts these parameters, :meth:`gauss_newton` starts from it."""
+        self.evaluations += 1
+        self._kept.clear()
+        versions, total = _versions(index.parameters), 0.0
+        for group in self._groups():
+            points, _ = self._in_cell_order(group.name)
+            if len(points) <= self.jacobian_chunk and self._structured.get(group.name):
+                evaluated = self._evaluate(group, points)
+                self._kept[group.name] = (versions, points.data_ptr(), len(points), evaluated)
+                total += group.weight * sum(float(r.detach().pow(2).mean()) for _, r, _ in evaluated)
+            else:
+                total += sum(self._group_terms(group).values())
+        return total
+
+    def _group_terms(self, group: _Group) -> dict[str, float]:
+        """One point set's loss terms, without a graph where the derivatives allow."""
+        x = self.points[group.name]
+        with torch.set_grad_enabled(self.engine == "autograd" or x.requires_grad):
+            if group.name == "interior":
+                chunk = self.chunk_size or len(x)
+                terms: dict[str, float] = {}
+                for start in range(0, len(x), chunk):
+                    part = x[start : start + chunk]
+                    for k, v in residual_terms(self.problem, self.model, part, self.engine, self.transform).items():
+                        terms[k] = terms.get(k, 0.0) + float(v.detach()) * len(part) / len(x)
+                return terms
+            fields = _fields_factory(self.problem, self.model, self.engine, self.transform, plain_values=True)
+            return {k: group.weight * float(r.detach().pow(2).mean()) for k, r in group.residuals(x, fields(x))}
+
+    def _in_cell_order(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """The points of a set sorted by cell of the domain, and their cell keys: Jacobian rows then come
+        grouped as the blockwise J^T J wants them (the loss does not depend on the order). Cached per tensor."""
+        points = self.points[name]
+        cached = self._order_cache.get(name)
+        if cached is not None and cached[0] is points and cached[1] == points._version:
+            return cached[2], cached[3]
+        box = self.problem.domain
+        keys = cell_keys(points, box.lower, box.upper, self.ROWS_PER_CELL)
+        keys, order = torch.sort(keys, stable=True)
+        ordered = points.detach()[order]
+        if points.requires_grad:
+            ordered.requires_grad_(True)
+        self._order_cache[name] = (points, points._version, ordered, keys)
+        return ordered, keys
 
     def _evaluate(self, group: _Group, x: torch.Tensor):
         """The group's residuals at ``x`` with the layer records of the evaluation: [(name, (N,), records)]."""
@@ -261,7 +315,7 @@ class LeastSquares:
         known = self._structured.get(group.name)
         if known is not None:
             return known
-        probe = self.points[group.name][:6]
+        probe = self._in_cell_order(group.name)[0][:6]
         agrees, reason = True, ""
         try:
             for name, residual, records in self._evaluate(group, probe):
@@ -276,3 +330,8 @@ class LeastSquares:
             log.info("Jacobian rows of %r by reverse mode, row by row (%s)", group.name, reason)
         self._structured[group.name] = agrees
         return agrees
+
+
+def _versions(parameters) -> tuple[int, ...]:
+    """In-place version counters: equal tuples mean the parameters were not changed in between."""
+    return tuple(p._version for p in parameters)

@@ -15,7 +15,8 @@ import sys
 import pytest
 import torch
 
-from kanpde import bench, bench_accuracy, bench_report, bench_step
+from kanpde import bench
+from kanpde.bench import accuracy as bench_accuracy, report as bench_report, step as bench_step
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +137,7 @@ def test_shared_points_match_the_tutorial_setup():
 
 
 def test_kanpde_time_to_accuracy_run_records_a_curve():
-    run = bench_accuracy.run_kanpde("poisson_sinsin", "kan", cap=0.5)
+    run = bench_accuracy.run_kanpde("poisson_sinsin", "kanpde-kan", cap=0.5)
     summary = bench_accuracy.summarize("kanpde-kan", "poisson_sinsin", run, 0.5)
     assert summary["status"] == "time_limit" and summary["loss_evaluations"] >= 1
     times = [point[0] for point in summary["curve"]]

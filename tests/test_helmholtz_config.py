@@ -47,7 +47,7 @@ def test_the_problem_config_picks_its_model_and_schedule():
 
 @pytest.mark.parametrize("override, model_target, order, schedule", [
     ("model=mlp", "kanpde.nn.build_mlp", None, "helmholtz"),
-    ("model=kan", "kanpde.nn.build_kan", 3, "helmholtz"),
+    ("model=kan", "kanpde.nn.build_kan", 5, "helmholtz"),
     ("model.order=3", "kanpde.nn.build_kan", 3, "helmholtz"),
     ("schedule=default", "kanpde.nn.build_kan", 5, "default"),
     ("schedule=adam_lbfgs", "kanpde.nn.build_kan", 5, "adam_lbfgs"),
@@ -69,7 +69,7 @@ def test_a_problem_field_and_a_stage_override_the_choices():
 def test_other_problems_keep_the_global_defaults():
     cfg = compose_solve(["problem=poisson"], hydra=True)
     assert (cfg.hydra.runtime.choices.model, cfg.hydra.runtime.choices.schedule) == ("kan", "default")
-    assert cfg.model.order == 3 and OmegaConf.to_container(cfg.schedule.stages) == stages("default")
+    assert cfg.model.order == 5 and OmegaConf.to_container(cfg.schedule.stages) == stages("default")
 
 
 def test_the_experiment_alias_is_the_problem_default():

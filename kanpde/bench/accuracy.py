@@ -5,7 +5,7 @@ points, kanpde's ``mesh`` sampler) and pykan's tutorial boundary set (21 evenly 
 of the 4 sides, corners repeated: 84 points), with loss 0.01 * interior MSE + boundary MSE. The error
 is measured after every optimizer step on the fixed 101 x 101 test grid against the exact solution,
 with the clock stopped. Each method runs in its own subprocess
-(``python -m kanpde.bench_accuracy --method M --problem P``), so global state (default dtype,
+(``python -m kanpde.bench.accuracy --method M --problem P``), so global state (default dtype,
 seeds, DeepXDE's backend) cannot leak between them.
 """
 
@@ -28,6 +28,10 @@ METHODS = {
     "kanpde-kan": "kanpde KAN [2,10,1] with quintic splines, L-BFGS on grids 5 -> 10 (model=kan_quintic "
                   "schedule=grids_5_10: the recipe for a few hundred points)",
     "kanpde-mlp": "kanpde MLP [2,100,100,100,100,1] tanh with schedule adam_lbfgs (Adam, then L-BFGS)",
+    "kanpde-kan-lm": "kanpde KAN [2,10,1] with quintic splines, Levenberg-Marquardt on grids 5 -> 7 (model=kan "
+                     "schedule=lm_few_points)",
+    "kanpde-mlp-lm": "kanpde MLP [2,20,20,20,1] tanh (921 parameters), Levenberg-Marquardt (model=mlp "
+                     "schedule=lm_few_points)",
     "pykan": "pykan 0.2.8 KAN [2,10,1], its PDE tutorial recipe: LBFGS (history 10), grids 5 -> 10 -> 20 with "
              "50 steps each (20 iterations/step), update_grid_from_samples every 5 steps up to step 20, refine",
     "deepxde": "DeepXDE 1.15 MLP-PINN [2,100,100,100,100,1] tanh (Glorot normal), pytorch backend: 500 Adam "
@@ -100,17 +104,25 @@ class Clock:
         self.curve.append([round(self.elapsed, 4), self.evaluations, error])
 
 
-def run_kanpde(problem_name: str, family: str, cap: float, overrides: tuple[str, ...] = ()) -> dict:
+# Each method's recipe for this small point set, as Hydra overrides of the solve config.
+RECIPES = {
+    # quintic splines on grids 5 -> 10 (cubic splines give a piecewise-linear u_xx and stall near 1.5e-3)
+    "kanpde-kan": ("model=kan_quintic", "schedule=grids_5_10"),
+    "kanpde-mlp": ("model=mlp_large", "schedule=adam_lbfgs"),
+    "kanpde-kan-lm": ("model=kan", "schedule=lm_few_points"),
+    "kanpde-mlp-lm": ("model=mlp", "schedule=lm_few_points"),
+}
+
+
+def run_kanpde(problem_name: str, method: str, cap: float, overrides: tuple[str, ...] = ()) -> dict:
     """kanpde's own recipe from its configs (plus Hydra ``overrides``), through :func:`kanpde.training.train`."""
     from hydra import compose, initialize_config_module
 
     from kanpde.app import build
     from kanpde.training import Evaluation, train
 
-    base = [f"problem={problem_name}", "device=cpu", "precision=float64"]
-    # Each family's recipe for this small point set: quintic splines on grids 5 -> 10 for the KAN (cubic
-    # splines give a piecewise-linear u_xx and stall near 1.5e-3 on sin*sin), Adam then L-BFGS for the MLP.
-    base += ["model=kan_quintic", "schedule=grids_5_10"] if family == "kan" else ["model=mlp", "schedule=adam_lbfgs"]
+    base = [f"problem={problem_name}", "device=cpu", "precision=float64", *RECIPES[method]]
+    family = "kan" if "kan" in RECIPES[method][0] else "mlp"
     with initialize_config_module("kanpde.configs", version_base="1.3"):
         cfg = compose("solve", overrides=[*base, *overrides])
     setup = build(cfg, problem_name)
@@ -150,7 +162,7 @@ def run_pykan(problem_name: str, cap: float, width=(2, 10, 1), grids=(5, 10, 20)
     """pykan's PDE tutorial recipe on the shared points, in float64."""
     from kan import LBFGS, MultKAN
 
-    from kanpde.bench_step import pykan_second_derivatives
+    from kanpde.bench.step import pykan_second_derivatives
 
     torch.set_default_dtype(torch.float64)
     problem = make_problem(problem_name)
@@ -336,15 +348,15 @@ def time_to_reach(curve: list, error: float) -> float | None:
 
 
 RUNNERS: dict[str, Callable[..., dict]] = {
-    "kanpde-kan": lambda problem, cap, overrides: run_kanpde(problem, "kan", cap, overrides),
-    "kanpde-mlp": lambda problem, cap, overrides: run_kanpde(problem, "mlp", cap, overrides),
+    **{method: (lambda problem, cap, overrides, method=method: run_kanpde(problem, method, cap, overrides))
+       for method in RECIPES},
     "pykan": lambda problem, cap, overrides: run_pykan(problem, cap),
     "deepxde": lambda problem, cap, overrides: run_deepxde(problem, cap),
 }
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m kanpde.bench_accuracy",
+    parser = argparse.ArgumentParser(prog="python -m kanpde.bench.accuracy",
                                      description="one time-to-accuracy run (used by kanpde bench)")
     parser.add_argument("--method", choices=sorted(METHODS), required=True)
     parser.add_argument("--problem", choices=PROBLEMS, required=True)

@@ -27,7 +27,8 @@ from pathlib import Path
 
 import torch
 
-from kanpde import bench_accuracy, bench_report, bench_step
+from kanpde.app import set_threads
+from kanpde.bench import accuracy as bench_accuracy, lm as bench_lm, report as bench_report, step as bench_step
 
 DEFAULT_SIZES, QUICK_SIZES = (1_000, 10_000, 50_000), (256, 512)
 DTYPES = ("float64", "float32")
@@ -57,6 +58,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--max-step-seconds", type=float, default=60.0,
                         help="skip a size whose step would take longer than this (estimate; default 60)")
     parser.add_argument("--time-to-accuracy", action="store_true", help="also run the time-to-accuracy comparison")
+    parser.add_argument("--lm", action="store_true",
+                        help="also measure one Levenberg-Marquardt iteration and its parts (N = 2,900 and 10,800)")
     parser.add_argument("--report-only", action="store_true",
                         help="run nothing: rebuild the Markdown files from the JSON files already in --out")
     parser.add_argument("--tta-cap", type=float,
@@ -101,7 +104,7 @@ def run_probes(variants, args, log) -> list[dict]:
     batches = [variants] if args.quick else [[variant] for variant in variants]
     for dtype in args.dtypes:
         for batch in batches:
-            command = [sys.executable, "-m", "kanpde.bench_step", "probe",
+            command = [sys.executable, "-m", "kanpde.bench.step", "probe",
                        "--variant", *(json.dumps(asdict(variant)) for variant in batch),
                        "--dtype", dtype, "--sizes", *map(str, args.sizes), "--threads", str(args.threads),
                        "--chunk", str(args.chunk), "--max-gb", str(args.max_step_gb),
@@ -194,7 +197,7 @@ def run_time_to_accuracy(args, log) -> dict:
             log(f"accuracy {problem} {method} (cap {args.tta_cap:g} s)")
             with tempfile.TemporaryDirectory() as folder:
                 target = Path(folder) / "run.json"
-                command = [sys.executable, "-m", "kanpde.bench_accuracy", "--method", method, "--problem", problem,
+                command = [sys.executable, "-m", "kanpde.bench.accuracy", "--method", method, "--problem", problem,
                            "--cap", str(args.tta_cap), "--threads", str(args.threads), "--out", str(target)]
                 if method == "kanpde-kan" and args.tta_kan_overrides:
                     command += ["--override", *args.tta_kan_overrides]
@@ -262,7 +265,7 @@ def rebuild_reports(out: Path) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     command = " ".join(["python -m kanpde bench", *argv])
@@ -279,6 +282,17 @@ def main(argv: list[str] | None = None) -> int:
                 **run_step_time(args, log)}
         info["load_average_end"] = bench_report.machine_info(args.threads)["load_average"]
         write(out, "step_time", info, bench_report.step_markdown(info, command))
+    if args.lm:
+        log("Levenberg-Marquardt iteration cost")
+        cases = bench_lm.CASES[:1] if args.quick else bench_lm.CASES
+        results = [dict(label=label, **bench_lm.iteration_cost(n_i, n_b, family, hidden, grid,
+                                                                repeats=3 if args.quick else 15))
+                   for label, n_i, n_b, family, hidden, grid in cases]
+        info = {"kind": "kanpde-bench-lm-iteration", "created": time.strftime("%Y-%m-%d %H:%M:%S %z"), **base,
+                "results": results}
+        lm_info = {"command": command, "torch": torch.__version__, "threads": args.threads,
+                   "machine": base["machine"].get("cpu", "")}
+        write(out, "lm_iteration", info, bench_lm.markdown(results, lm_info))
     if args.time_to_accuracy:
         info = {"kind": "kanpde-bench-time-to-accuracy", "created": time.strftime("%Y-%m-%d %H:%M:%S %z"), **base,
                 **run_time_to_accuracy(args, log)}

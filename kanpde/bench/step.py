@@ -297,7 +297,7 @@ def profile_step(variant: Variant, dtype: torch.dtype, n: int, checkpoint_dir: s
 
 
 # ---------------------------------------------------------------------------------------------------
-# Memory: one subprocess per variant (``python -m kanpde.bench_step probe ...``).
+# Memory: one subprocess per variant (``python -m kanpde.bench.step probe ...``).
 
 def _status_kib(field: str) -> int | None:
     try:
@@ -363,7 +363,7 @@ def probe_memory(variant: Variant, dtype: torch.dtype, sizes: Sequence[int], chu
 
 
 def _probe_main(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m kanpde.bench_step probe",
+    parser = argparse.ArgumentParser(prog="python -m kanpde.bench.step probe",
                                      description="memory of one training step, per size, in this process")
     parser.add_argument("--variant", required=True, nargs="+", help="Variants as JSON, probed one after another")
     parser.add_argument("--dtype", choices=("float64", "float32"), required=True)
@@ -385,6 +385,6 @@ def _probe_main(argv: Sequence[str]) -> int:
 
 if __name__ == "__main__":
     if sys.argv[1:2] != ["probe"]:
-        sys.exit("usage: python -m kanpde.bench_step probe --variant JSON --dtype D --sizes N... "
+        sys.exit("usage: python -m kanpde.bench.step probe --variant JSON --dtype D --sizes N... "
                  "(used by kanpde bench)")
     sys.exit(_probe_main(sys.argv[2:]))
