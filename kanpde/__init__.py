@@ -2,7 +2,8 @@
 
 The public surface: define a :class:`Problem` on a :class:`Box` with named conditions
 (:func:`dirichlet`, :func:`neumann`, :func:`periodic`, :class:`Condition`), pick a :class:`KAN` or :class:`MLP`, and
-:func:`train` it in :class:`Stage` s; everything else is internal.
+:func:`train` it in :class:`Stage` s (with :class:`LevenbergMarquardt` or a ``torch.optim`` optimizer); everything
+else is internal.
 """
 
 import os
@@ -13,6 +14,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from kanpde.nn import KAN, MLP, count_parameters  # noqa: E402
+from kanpde.optim import LevenbergMarquardt  # noqa: E402
 from kanpde.problem import Box, Condition, Problem, dirichlet, neumann, periodic  # noqa: E402
 from kanpde.results import load_checkpoint  # noqa: E402
 from kanpde.sampling import Sampler  # noqa: E402
@@ -20,5 +22,5 @@ from kanpde.training import Result, Stage, train  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ = ["Box", "Condition", "KAN", "MLP", "Problem", "Result", "Sampler", "Stage", "count_parameters",
+__all__ = ["Box", "Condition", "KAN", "LevenbergMarquardt", "MLP", "Problem", "Result", "Sampler", "Stage", "count_parameters",
            "dirichlet", "load_checkpoint", "neumann", "periodic", "train"]

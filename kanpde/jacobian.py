@@ -20,7 +20,6 @@ coefficients, so this costs a fraction of the dense product.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
@@ -158,6 +157,8 @@ def generic_rows(residual: torch.Tensor, index: ParameterIndex, batch: int = 64)
         try:
             grads = torch.autograd.grad(residual, parameters, grad_outputs=seeds, is_grads_batched=True,
                                         retain_graph=True, allow_unused=True, materialize_grads=True)
+        except torch.cuda.OutOfMemoryError:
+            raise
         except RuntimeError:  # an operation without a batching rule: one backward per row
             grads = [torch.stack(parts) for parts in zip(*(
                 torch.autograd.grad(residual, parameters, grad_outputs=seed, retain_graph=True, allow_unused=True,

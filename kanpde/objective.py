@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -124,7 +124,6 @@ def _named(residual, default: str):
     return [(default, residual)]
 
 
-
 @dataclass
 class GaussNewton:
     """The Gauss-Newton products of the residual vector R at the current parameters.
@@ -155,7 +154,7 @@ class _Group:
 
     name: str  # "interior" or a condition's name
     weight: float
-    residuals: object  # (x, fields) -> [(term name, (N,) residual), ...]
+    residuals: Callable  # (x, fields) -> [(term name, (N,) residual), ...]
     plain_values: bool
 
 
@@ -186,10 +185,20 @@ class LeastSquares:
         self._structured: dict[str, bool] = {}  # group -> structured rows verified against generic ones
         self._buffer: torch.Tensor | None = None
         self._order_cache: dict[str, tuple] = {}  # set name -> (points, version, points in cell order, keys)
-        self._kept: dict[str, tuple] = {}  # set name -> (parameter versions, points, evaluation) of a trial
+        self._kept: dict[str, tuple] = {}  # set name -> (parameter state, points, evaluation) of a trial
 
     def parameters(self) -> list[torch.Tensor]:
         return [p for p in self.model.parameters() if p.requires_grad]
+
+    def set_model(self, model: torch.nn.Module) -> None:
+        """Train another model from now on (a grid extension's new KAN): what was cached for the old one goes."""
+        self.model = model
+        self._kept.clear()
+        self._buffer = None
+
+    def _state(self, index: ParameterIndex) -> tuple:
+        """Parameters and buffers (a KAN's knots) with their versions: a kept forward pass is valid for this."""
+        return _state([*index.parameters, *self.model.buffers()])
 
     def loss_terms(self) -> dict[str, float]:
         """The loss terms at the current parameters (no gradient)."""
@@ -230,8 +239,9 @@ class LeastSquares:
             for start in range(0, n_total, chunk):
                 x = points[start : start + chunk]
                 kept = self._kept.pop(group.name, None)
-                if kept is not None and kept[:3] == (_versions(index.parameters), x.data_ptr(), len(x)):
-                    evaluated = kept[3]  # the accepted trial's forward pass, at these very parameters
+                if kept is not None and _same(kept[0], self._state(index)) and kept[1] is points and start == 0 \
+                        and len(x) == len(points):
+                    evaluated = kept[2]  # the accepted trial's forward pass, at these very parameters and points
                 else:
                     evaluated = self._evaluate(group, x)
                 for name, residual, records in evaluated:
@@ -252,12 +262,12 @@ class LeastSquares:
         Jacobian chunk: if the caller accepts these parameters, :meth:`gauss_newton` starts from it."""
         self.evaluations += 1
         self._kept.clear()
-        versions, total = _versions(index.parameters), 0.0
+        state, total = self._state(index), 0.0
         for group in self._groups():
             points, _ = self._in_cell_order(group.name)
             if len(points) <= self.jacobian_chunk and self._structured.get(group.name):
                 evaluated = self._evaluate(group, points)
-                self._kept[group.name] = (versions, points.data_ptr(), len(points), evaluated)
+                self._kept[group.name] = (state, points, evaluated)
                 total += group.weight * sum(float(r.detach().pow(2).mean()) for _, r, _ in evaluated)
             else:
                 total += sum(self._group_terms(group).values())
@@ -299,7 +309,12 @@ class LeastSquares:
         fields = _fields_factory(self.problem, self.model, self.engine, self.transform, group.plain_values)
         with torch.enable_grad(), recording() as tape:
             named = group.residuals(x, fields(x))
-        return [(name, residual.reshape(-1), tape.records) for name, residual in named]
+        for name, residual in named:
+            if residual.dim() != 1 or residual.shape[0] != len(x):
+                raise ValueError(f"loss term {name!r} returned shape {tuple(residual.shape)} at {len(x)} points; "
+                                 f"a residual has one entry per point, shape ({len(x)},): return a dict of (N,) "
+                                 "tensors for several equations")
+        return [(name, residual, tape.records) for name, residual in named]
 
     def _rows_buffer(self, n: int, size: int, like: torch.Tensor) -> torch.Tensor:
         """A reused (n, P) buffer for Jacobian rows: fresh large allocations cost page faults every call."""
@@ -315,7 +330,8 @@ class LeastSquares:
         known = self._structured.get(group.name)
         if known is not None:
             return known
-        probe = self._in_cell_order(group.name)[0][:6]
+        ordered = self._in_cell_order(group.name)[0]
+        probe = ordered[:: max(1, len(ordered) // 6)][:6]  # spread over the set, not one corner cell
         agrees, reason = True, ""
         try:
             for name, residual, records in self._evaluate(group, probe):
@@ -332,6 +348,11 @@ class LeastSquares:
         return agrees
 
 
-def _versions(parameters) -> tuple[int, ...]:
-    """In-place version counters: equal tuples mean the parameters were not changed in between."""
-    return tuple(p._version for p in parameters)
+def _state(tensors) -> tuple:
+    """Tensors with their in-place version counters: equal states mean the very same tensors, not changed in
+    between (the tuple holds them, so their ids cannot be reused meanwhile)."""
+    return tuple((t, t._version) for t in tensors)
+
+
+def _same(state: tuple, other: tuple) -> bool:
+    return len(state) == len(other) and all(p is q and v == w for (p, v), (q, w) in zip(state, other))

@@ -2,9 +2,11 @@
 
 One step = one ``optimizer.step(objective)`` (:mod:`kanpde.optim`): for L-BFGS that is ``max_iter`` iterations
 with a strong-Wolfe line search, for Levenberg-Marquardt one damped Gauss-Newton iteration. A stage ends
-after its steps, or earlier when the optimizer reports convergence. Between stages a KAN is extended to the stage's grid size (a finer KAN fitted to the current
-one by least squares) and the optimizer starts afresh. Errors against the exact or reference solution are
-measured every ``eval_every`` steps, off the clock: ``train_time`` counts optimisation only.
+after its steps, or earlier when the optimizer reports convergence. Between stages a KAN is extended to the
+stage's grid size (a finer KAN fitted to the current one by least squares) and the optimizer starts afresh.
+Errors against the exact or reference solution are measured every ``eval_every`` steps (every step for
+optimizers that report diagnostics, such as Levenberg-Marquardt), off the clock: ``train_time`` counts
+optimisation only.
 """
 
 from __future__ import annotations
@@ -118,7 +120,6 @@ def collocation(problem: Problem, sampler: Sampler) -> dict[str, torch.Tensor]:
     return points
 
 
-
 def train(problem: Problem, model: torch.nn.Module, stages: Sequence[Stage],
           optimizers: Mapping[str, Callable], sampler: Sampler, evaluation: Evaluation | None = None, *,
           engine: str = "forward", transform=None, grid_update: GridUpdate | None = GridUpdate(),
@@ -213,7 +214,7 @@ def train(problem: Problem, model: torch.nn.Module, stages: Sequence[Stage],
                 model = model.extend_grid(stage.grid_size, all_points(),
                                           margin=grid_update.margin if grid_update else 0.1,
                                           adaptive=grid_update.adaptive if grid_update else 0.0)
-                objective.model = model
+                objective.set_model(model)
                 state["train_time"] += time.perf_counter() - tick
                 last_good = last_step = copy.deepcopy(model.state_dict())
             factory = optimizers[stage.optimizer]
@@ -268,7 +269,9 @@ def train(problem: Problem, model: torch.nn.Module, stages: Sequence[Stage],
         status, message = "diverged", str(error)
         log.error("diverged: %s; the last finite parameters are kept", error)
     except KeyboardInterrupt:
-        model.load_state_dict(last_step)
+        # The state after the last completed step, unless that step left non-finite parameters (not yet checked).
+        finite = all(torch.isfinite(v).all() for v in last_step.values() if v.is_floating_point())
+        model.load_state_dict(last_step if finite else last_good)
         status, message = "interrupted", f"interrupted by the user at step {state['step']}"
         log.warning("%s; saving the last completed step", message)
     finally:
@@ -293,12 +296,14 @@ def train(problem: Problem, model: torch.nn.Module, stages: Sequence[Stage],
 def _check_optimizer_sizes(model: torch.nn.Module, stages: Sequence[Stage], optimizers: Mapping[str, Callable]) -> None:
     """Refuse, before any training, a stage whose optimizer cannot take the model at that stage's size
     (a dense Gauss-Newton solve over too many parameters)."""
+    grid = getattr(model, "grid_size", None)
     for stage in stages:
+        if isinstance(model, KAN) and stage.grid_size is not None:
+            grid = stage.grid_size  # a stage without one trains at the last extended grid
         limit = getattr(make_optimizer(optimizers[stage.optimizer], model), "max_parameters", None)
         if limit is None:
             continue
-        grid = stage.grid_size if isinstance(model, KAN) and stage.grid_size is not None else None
-        size = model.count_parameters(grid) if grid is not None else count_parameters(model)
+        size = model.count_parameters(grid) if isinstance(model, KAN) else count_parameters(model)
         check_size(size, limit, next(model.parameters()).dtype)
 
 

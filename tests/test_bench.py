@@ -15,7 +15,7 @@ import sys
 import pytest
 import torch
 
-from kanpde import bench
+from kanpde.bench import run as bench
 from kanpde.bench import accuracy as bench_accuracy, report as bench_report, step as bench_step
 
 
@@ -151,3 +151,16 @@ def test_memory_probe_skips_sizes_over_the_limit():
     assert first["status"] == "ok" and first["step_mb"] >= 0
     if first["step_mb"] > 0:  # nothing to extrapolate from a step that fitted in already-resident memory
         assert second["status"] == "skipped" and "--max-step-gb" in second["note"]
+
+
+def test_lm_iteration_cost_reports_its_parts():
+    from kanpde.bench import lm as bench_lm
+
+    result = bench_lm.iteration_cost(200, 40, "kan", (3,), 5, warmup=1, repeats=2)
+    parts = result["ms"]
+    assert result["parameters"] == 9 * (5 + 5 + 2) and result["n_points"] == 240
+    assert set(parts) == {"iteration", "jacobian rows (backward + rows)", "J^T J (blockwise)",
+                          "trial loss (forward kept for the next Jacobian)", "solve (Cholesky) and rest"}
+    assert all(value > 0 for value in parts.values())
+    table = bench_lm.markdown([result], {"command": "test", "torch": "x", "threads": 1, "machine": "m"})
+    assert "| 240 | KAN [2, 3, 1] grid 5 order 5 | 108 |" in table

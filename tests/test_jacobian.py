@@ -121,6 +121,8 @@ def points_for(problem: Problem, n_interior: int = 40, n_boundary: int = 24) -> 
 CASES = {
     "poisson-kan-cubic": (KANPaperPoisson, lambda p: kan(2, 1, p.domain, order=3)),
     "poisson-kan-quintic": (KANPaperPoisson, lambda p: kan(2, 1, p.domain, order=5)),
+    "poisson-kan-wide": (KANPaperPoisson, lambda p: KAN([2, 10, 1], grid_size=4, order=5, grid_range=p.domain.ranges,
+                                                        seed=1).double()),  # dense first-layer splines
     "poisson-mlp": (KANPaperPoisson, lambda p: mlp(2, 1, p.domain)),
     "heat-hard-constraint": (ForcedHeat, lambda p: kan(2, 1, p.domain)),
     "burgers-stretched": (Burgers, lambda p: kan(2, 1, p.domain)),
@@ -196,3 +198,40 @@ def test_blockwise_gram_equals_the_dense_product(rows_per_cell):
     keys = cell_keys(x, (-1, -1), (1, 1), rows_per_cell)
     torch.testing.assert_close(gram(rows, keys), torch.triu(rows.T @ rows), **TOLERANCE)  # the upper triangle
     torch.testing.assert_close(symmetric(gram(rows)), rows.T @ rows, **TOLERANCE)
+
+
+def test_a_kept_trial_is_reused_only_at_the_same_parameters_and_points():
+    problem = KANPaperPoisson()
+    model = kan(2, 1, problem.domain)
+    points = points_for(problem)
+    objective = LeastSquares(problem, model, points)
+    index = ParameterIndex(list(model.parameters()))
+    objective.gauss_newton(index)  # verifies the structured path, so trials keep their forward pass
+    loss = objective.trial_loss(index)
+    assert loss == pytest.approx(objective.loss(), rel=1e-12)
+    assert set(objective._kept) == {"interior", "boundary"}
+    reused = objective.gauss_newton(index)
+    torch.testing.assert_close(reused.jtj, reference_products(problem, model, points)[0], **TOLERANCE)
+    objective.trial_loss(index)
+    index.add_(torch.full((index.size,), 1e-3, dtype=torch.float64))  # a rejected trial's restore, say
+    moved = objective.gauss_newton(index)
+    torch.testing.assert_close(moved.jtj, reference_products(problem, model, points)[0], **TOLERANCE)
+    objective.trial_loss(index)
+    points["interior"] = points["interior"][:30].clone()  # resampled points
+    resampled = objective.gauss_newton(index)
+    torch.testing.assert_close(resampled.jtr, reference_products(problem, model, points)[1], **TOLERANCE)
+
+
+class Columns(KANPaperPoisson):
+    """A residual shaped (N, 1): the broadcasting slip a user makes."""
+
+    def residual(self, x, d):
+        return (d["u_xx"] + d["u_yy"]).unsqueeze(-1)
+
+
+def test_a_residual_that_is_not_one_entry_per_point_is_refused_with_the_fix():
+    problem = Columns()
+    model = kan(2, 1, problem.domain)
+    objective = LeastSquares(problem, model, points_for(problem))
+    with pytest.raises(ValueError, match=r"loss term 'pde' returned shape \(6, 1\) at 6 points; a residual has one"):
+        objective.gauss_newton(ParameterIndex(list(model.parameters())))

@@ -13,7 +13,6 @@ from kanpde.jacobian import ParameterIndex
 from kanpde.objective import GaussNewton
 from kanpde.optim import LevenbergMarquardt, TorchOptimizer, make_optimizer
 from kanpde.problems.poisson import SinSinPoisson
-from kanpde.training import Evaluation
 from kanpde.app import make_evaluation
 
 
@@ -72,16 +71,43 @@ def test_a_linear_least_squares_problem_is_solved_in_a_few_steps():
     torch.testing.assert_close(theta.detach(), solution, rtol=1e-8, atol=1e-10)
 
 
-def test_rejected_steps_restore_the_parameters():
-    """A residual whose linear model always overshoots: rejections raise lambda, parameters stay put."""
-    theta = torch.tensor([3.0], dtype=torch.float64, requires_grad=True)
-    objective = Residuals(lambda t: torch.stack([t[0] ** 2 - 4.0 + 0 * t[0], 100 * torch.sin(t[0])]), theta)
-    optimizer = LevenbergMarquardt([theta], damping=1e-12, max_trials=3)
-    before = objective.loss()
-    report = optimizer.step(objective)
-    assert objective.loss() <= before
-    if report.info["trials"] > 1:
-        assert report.info["lambda"] > 1e-12
+class Rejecting(Residuals):
+    """Every trial looks worse than the start: LM must undo each one and say that it found no descent."""
+
+    def gauss_newton(self, index):
+        products = super().gauss_newton(index)
+        self.before = products.loss
+        return products
+
+    def trial_loss(self, index) -> float:
+        return self.before + 1.0
+
+
+def test_rejected_steps_restore_the_parameters_exactly():
+    theta = torch.tensor([-1.2, 1.0], dtype=torch.float64, requires_grad=True)
+    start = theta.detach().clone()
+    optimizer = LevenbergMarquardt([theta], damping=1e-3, max_trials=4)
+    report = optimizer.step(Rejecting(rosenbrock, theta))
+    assert torch.equal(theta.detach(), start)
+    assert report.info["trials"] == 4 and "no step lowered the loss" in report.converged
+    assert optimizer.damping == pytest.approx(1e-3 * 2 * 4 * 8 * 16)  # nu doubles after every rejection
+
+
+def test_the_lbfgs_closure_hands_back_the_loss_in_the_parameters_dtype(float64_default):
+    """L-BFGS's line search compares closure losses: a float32 loss would round a float64 run's 1e-12."""
+    torch.set_default_dtype(torch.float32)  # as after `import torch`: the CLI sets the model's dtype only
+    problem = SinSinPoisson()
+    model = KAN([2, 2, 1], grid_range=problem.domain.ranges).double()
+    seen = []
+
+    class Spy(torch.optim.LBFGS):
+        def step(self, closure):
+            seen.append(closure())
+            return super().step(closure)
+
+    train(problem, model, [Stage("spy", 1)], {"spy": functools.partial(Spy, max_iter=2)},
+          Sampler("uniform", 16, 8, seed=0), progress=False)
+    assert seen and all(loss.dtype == torch.float64 for loss in seen)
 
 
 @pytest.mark.parametrize("kwargs, message", [

@@ -6,8 +6,11 @@ import abc
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
+
+from kanpde.jacobian import ParameterIndex
 
 
 @dataclass
@@ -26,11 +29,21 @@ class StepReport:
     converged: str = ""
 
 
+class ResidualObjective(Protocol):
+    """What a least-squares optimizer sees of the training objective: residual products, not a model."""
+
+    def gauss_newton(self, index: ParameterIndex):
+        """J^T J (upper triangle, ``jtj_upper``), J^T R (``jtr``) and the loss at the current parameters."""
+
+    def trial_loss(self, index: ParameterIndex) -> float:
+        """||R||^2 at the current parameters (after a trial step)."""
+
+
 class AbstractOptimizer(abc.ABC):
     """An optimizer the training loop drives: ``step(objective)`` changes the parameters in place.
 
     ``objective`` is a :class:`kanpde.objective.LeastSquares`: first-order methods call its ``backward()``,
-    least-squares methods its ``gauss_newton(...)`` and ``loss()``.
+    least-squares methods its ``gauss_newton(index)`` and ``trial_loss(index)`` (see :class:`ResidualObjective`).
     """
 
     @abc.abstractmethod
@@ -51,9 +64,12 @@ class TorchOptimizer(AbstractOptimizer):
         self.optimizer = optimizer
 
     def step(self, objective) -> StepReport:
+        dtype = self.optimizer.param_groups[0]["params"][0].dtype
+
         def closure():
             self.optimizer.zero_grad(set_to_none=True)
-            return torch.tensor(sum(objective.backward().values()))
+            # In the parameters' dtype: L-BFGS's line search compares these losses; float32 would round them.
+            return torch.tensor(sum(objective.backward().values()), dtype=dtype)
 
         loss = self.optimizer.step(closure)
         return StepReport(math.nan if loss is None else float(loss))

@@ -17,7 +17,9 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
+import numpy as np
 import torch
+from scipy.linalg import cho_factor, cho_solve
 
 from kanpde.jacobian import ParameterIndex
 from kanpde.optim.base import AbstractOptimizer, StepReport
@@ -79,12 +81,13 @@ class LevenbergMarquardt(AbstractOptimizer):
         theta = self.index.vector()
         for trial in range(1, self.max_trials + 1):
             info["trials"] = trial
-            system = jtj + torch.diag(self.damping * scaling)
-            factor, failed = torch.linalg.cholesky_ex(system, upper=True)
-            if int(failed):  # not positive definite in floating point: more damping
+            system = jtj.clone()
+            system.diagonal().add_(self.damping * scaling)
+            delta = solve_upper(system, gradient)
+            if delta is None:  # not positive definite in floating point: more damping
                 self._reject()
                 continue
-            delta = -torch.cholesky_solve(gradient.unsqueeze(1), factor, upper=True).squeeze(1)
+            delta = -delta
             # Decrease predicted by the linear model, ||R||^2 - ||R + J delta||^2, from the normal equations.
             predicted = float(-(delta @ gradient) + self.damping * (delta * scaling) @ delta)
             self.index.add_(delta)
@@ -119,6 +122,22 @@ class LevenbergMarquardt(AbstractOptimizer):
 
     def load_state_dict(self, state: dict) -> None:
         self.damping, self.nu = float(state["damping"]), float(state["nu"])
+
+
+def solve_upper(system: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor | None:
+    """x with system x = rhs for a symmetric positive definite ``system`` (P, P) given by its upper triangle
+    (overwritten); None when the Cholesky factorisation fails. LAPACK in place on the CPU, torch elsewhere."""
+    if system.device.type == "cpu" and system.dtype in (torch.float64, torch.float32):
+        # The C-ordered upper triangle is the Fortran-ordered lower one: factor it in place, no copy.
+        try:
+            factor = cho_factor(system.numpy().T, lower=True, overwrite_a=True, check_finite=False)
+        except np.linalg.LinAlgError:
+            return None
+        return torch.from_numpy(cho_solve(factor, rhs.numpy(), check_finite=False))
+    factor, failed = torch.linalg.cholesky_ex(system, upper=True)
+    if int(failed):
+        return None
+    return torch.cholesky_solve(rhs.unsqueeze(1), factor, upper=True).squeeze(1)
 
 
 def check_size(n_parameters: int, max_parameters: int, dtype: torch.dtype = torch.float64) -> None:
