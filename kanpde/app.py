@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from kanpde.problem import Problem
 from kanpde.results import save_checkpoint, write_run
 from kanpde.sampling import evaluation_grid
-from kanpde.training import Evaluation, GridUpdate, Stage, train
+from kanpde.training import Evaluation, GridUpdate, Stage, check_optimizer_sizes, train
 from kanpde.validation import ValidationReport, check_reference, validate
 
 log = logging.getLogger("kanpde")
@@ -109,6 +109,10 @@ def build(cfg: DictConfig, problem_name: str | None = None) -> Setup:
         optimizers[name] = instantiate(node)
     grid_update = GridUpdate(**cfg.grid_update) if cfg.grid_update and cfg.grid_update.every >= 0 else None
     model = model.to(device=device, dtype=dtype)
+    try:  # e.g. a dense Levenberg-Marquardt solve over too many parameters: refused before anything runs
+        check_optimizer_sizes(model, stages, optimizers)
+    except ValueError as error:
+        raise ConfigError(f"{error} (schedule=lbfgs trains it with L-BFGS)") from None
     try:  # probe the user's functions on a few points before any training, and before exact() meets the test grid
         report = validate(problem, model, cfg.derivatives)
         evaluation = make_evaluation(problem, cfg.eval.points_per_side)

@@ -154,7 +154,7 @@ def train(problem: Problem, model: torch.nn.Module, stages: Sequence[Stage],
             raise ValueError(f"stage optimizer {stage.optimizer!r} is not configured; known: {sorted(optimizers)}")
     reference = next(model.parameters())
     dtype, device = reference.dtype, reference.device
-    _check_optimizer_sizes(model, stages, optimizers)
+    check_optimizer_sizes(model, stages, optimizers)
     points = {k: v.to(dtype=dtype, device=device).requires_grad_(k in input_grad)
               for k, v in collocation(problem, sampler).items()}
     objective = LeastSquares(problem, model, points, engine=engine, transform=transform, chunk_size=chunk_size,
@@ -293,7 +293,7 @@ def train(problem: Problem, model: torch.nn.Module, stages: Sequence[Stage],
     return Result(model, status, metrics, history, message)
 
 
-def _check_optimizer_sizes(model: torch.nn.Module, stages: Sequence[Stage], optimizers: Mapping[str, Callable]) -> None:
+def check_optimizer_sizes(model: torch.nn.Module, stages: Sequence[Stage], optimizers: Mapping[str, Callable]) -> None:
     """Refuse, before any training, a stage whose optimizer cannot take the model at that stage's size
     (a dense Gauss-Newton solve over too many parameters)."""
     grid = getattr(model, "grid_size", None)

@@ -195,3 +195,13 @@ def test_a_converged_stage_ends_early_and_training_goes_on(float64_default):
     assert result.metrics["steps"] < 205
     assert result.metrics["final_loss"] < 1e-20
     assert {row["stage"] for row in result.history} == {0, 1}
+
+
+def test_lm_runs_in_float32_too():
+    problem = SinSinPoisson()
+    model = KAN([2, 3, 1], grid_size=3, grid_range=problem.domain.ranges, seed=0).float()
+    result = train(problem, model, [Stage("lm", 8, 3)], {"lm": LevenbergMarquardt}, Sampler("sobol", 128, 64, seed=0),
+                   grid_update=None, progress=False)
+    losses = [row["loss"] for row in result.history]
+    assert result.status == "completed" and next(result.model.parameters()).dtype == torch.float32
+    assert losses[-1] < 0.5 * losses[0], losses

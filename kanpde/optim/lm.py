@@ -148,5 +148,5 @@ def check_size(n_parameters: int, max_parameters: int, dtype: torch.dtype = torc
         raise ValueError(
             f"Levenberg-Marquardt on {n_parameters:,} parameters needs a {n_parameters:,} x {n_parameters:,} "
             f"Gauss-Newton matrix ({gib:.1f} GiB) and a dense solve each iteration; the limit is "
-            f"max_parameters={max_parameters:,}. Use optimizer lbfgs for this model, a smaller model (e.g. "
+            f"max_parameters={max_parameters:,}. Train this model with L-BFGS, use a smaller one (e.g. "
             f"model.hidden=[20,20,20]), or raise optim.lm.max_parameters if you have the memory")
