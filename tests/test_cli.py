@@ -188,5 +188,6 @@ def test_ctrl_c_saves_and_exits_130(tmp_path, cli_env, find_runs, tiny_overrides
 def test_a_model_too_large_for_levenberg_marquardt_is_refused_before_training(cli, tmp_path):
     done = cli(["solve", "poisson", "model=mlp_large", "train.plot=false"], tmp_path)
     assert done.returncode == 2, done.stderr[-2000:]
-    assert "30,701 x 30,701 Gauss-Newton matrix" in done.stderr and "schedule=lbfgs" in done.stderr
-    assert "Traceback" not in done.stderr
+    output = done.stdout + done.stderr  # Hydra's job logging goes to stdout
+    assert "30,701 x 30,701 Gauss-Newton matrix" in output and "schedule=lbfgs" in output
+    assert "Traceback" not in output
