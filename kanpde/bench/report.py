@@ -251,10 +251,13 @@ def _targets_markdown(rows: list[dict]) -> list[str]:
     return lines + [""]
 
 
+LM_HEADLINE_POINTS = 2900
+
+
 def summary_markdown(folder: Path) -> str:
     """README of a results folder: the targets from whichever of the two JSON files exist, and the files."""
     loaded = {}
-    for stem in ("step_time", "time_to_accuracy"):
+    for stem in ("step_time", "time_to_accuracy", "lm_iteration", "lm_iteration_2threads"):
         path = Path(folder) / f"{stem}.json"
         if path.exists():
             loaded[stem] = json.loads(path.read_text())
@@ -274,6 +277,13 @@ def summary_markdown(folder: Path) -> str:
         for problem, comparison in accuracy.get("deepxde_comparison", {}).items():
             lines.append(f"- {problem}: {comparison['text']}")
         lines.append("")
+    for stem in ("lm_iteration", "lm_iteration_2threads"):
+        for row in loaded.get(stem, {}).get("results", []):
+            if row["family"] == "kan" and row["n_points"] == LM_HEADLINE_POINTS:  # issue 11: <= 50 ms
+                met = "yes" if row["ms"]["iteration"] <= 50 else "no"
+                lines.append(f"- One Levenberg-Marquardt iteration, default Poisson run ({row['n_points']:,} points, "
+                             f"KAN {row['widths']} grid {row['grid_size']}, {loaded[stem]['machine']['threads']} "
+                             f"thread(s)): {row['ms']['iteration']:.1f} ms (goal <= 50 ms: {met}); `{stem}.md`")
     return "\n".join(lines)
 
 
