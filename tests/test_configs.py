@@ -61,7 +61,8 @@ def test_default_config_builds():
 
 @pytest.mark.parametrize("group, option", [(g, o) for g in GROUPS for o in options(g)])
 def test_every_option_composes_and_builds(group, option):
-    cfg = compose_solve([f"{group}={option}"])
+    # mlp_large is too large for the default (LM) schedule: build refuses it, so it is built with L-BFGS here
+    cfg = compose_solve([f"{group}={option}", *(["schedule=lbfgs"] if option == "mlp_large" else [])])
     setup = build(cfg, option if group == "problem" else None)
     problem, model = setup.problem, setup.model
     assert isinstance(problem, Problem)
@@ -193,3 +194,8 @@ def test_unknown_problem_option_is_a_hydra_error():
 
     with pytest.raises(MissingConfigException, match=r"nosuchproblem"):
         compose_solve(["problem=nosuchproblem"])
+
+
+def test_a_model_too_large_for_the_default_schedule_is_refused_at_build_time():
+    with pytest.raises(ConfigError, match=r"30,701 x 30,701 Gauss-Newton matrix .*schedule=lbfgs"):
+        build(compose_solve(["model=mlp_large"]))
