@@ -187,6 +187,7 @@ class LeastSquares:
         self._buffer: torch.Tensor | None = None
         self._order_cache: dict[str, tuple] = {}  # set name -> (points, version, points in cell order, keys)
         self._kept: dict[str, tuple] = {}  # set name -> (parameter state, points, evaluation) of a trial
+        self._trial_terms: tuple | None = None  # (parameter state, point sets, loss terms) of the last trial
 
     def parameters(self) -> list[torch.Tensor]:
         return [p for p in self.model.parameters() if p.requires_grad]
@@ -195,7 +196,7 @@ class LeastSquares:
         """Train another model from now on (a grid extension's new KAN): what was cached for the old one goes."""
         self.model = model
         self._kept.clear()
-        self._buffer = None
+        self._buffer, self._trial_terms = None, None
 
     def _state(self, index: ParameterIndex) -> tuple:
         """Parameters and buffers (a KAN's knots) with their versions: a kept forward pass is valid for this."""
@@ -263,16 +264,26 @@ class LeastSquares:
         Jacobian chunk: if the caller accepts these parameters, :meth:`gauss_newton` starts from it."""
         self.evaluations += 1
         self._kept.clear()
-        state, total = self._state(index), 0.0
+        state, terms = self._state(index), {}
         for group in self._groups():
             points, _ = self._in_cell_order(group.name)
             if len(points) <= self.jacobian_chunk and self._structured.get(group.name):
                 evaluated = self._evaluate(group, points)
                 self._kept[group.name] = (state, points, evaluated)
-                total += group.weight * sum(float(r.detach().pow(2).mean()) for _, r, _ in evaluated)
+                terms.update({name: group.weight * float(r.detach().pow(2).mean()) for name, r, _ in evaluated})
             else:
-                total += sum(self._group_terms(group).values())
-        return total
+                terms.update(self._group_terms(group))
+        self._trial_terms = (state, dict(self.points), terms)
+        return sum(terms.values())
+
+    def current_terms(self) -> dict[str, float]:
+        """The loss terms at the current parameters (for history rows): the last trial's when neither the
+        parameters, the buffers nor the points changed since (an accepted LM step), else evaluated afresh."""
+        cached = self._trial_terms
+        if cached is not None and _same(cached[0], _state([*self.parameters(), *self.model.buffers()])) \
+                and cached[1].keys() == self.points.keys() and all(self.points[k] is v for k, v in cached[1].items()):
+            return dict(cached[2])
+        return evaluate_terms(self.problem, self.model, self.points, self.chunk_size, self.engine, self.transform)
 
     def _group_terms(self, group: _Group) -> dict[str, float]:
         """One point set's loss terms, without a graph where the derivatives allow."""

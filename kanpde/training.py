@@ -177,10 +177,11 @@ def train(problem: Problem, model: torch.nn.Module, stages: Sequence[Stage],
     adaptive = getattr(sampler, "adaptive", None)  # samplers without adaptive sampling may omit the attribute
 
     def record(stage_index: int, info: Mapping[str, float] | None = None):
-        """A history row at the current parameters (off the clock). The loss is evaluated afresh: the last
-        closure call of an L-BFGS step may be a line-search trial that was not accepted."""
+        """A history row at the current parameters (off the clock). The loss is evaluated afresh (the last
+        closure call of an L-BFGS step may be a line-search trial that was not accepted) unless it is known
+        at exactly these parameters (the trial an LM step accepted)."""
         nonlocal errors
-        terms = evaluate_terms(problem, model, points, chunk_size, engine, transform)
+        terms = objective.current_terms()
         row = {"step": state["step"], "stage": stage_index, "grid_size": getattr(model, "grid_size", ""),
                "time": round(state["train_time"], 4), "evaluations": objective.evaluations,
                "n_interior": len(points["interior"]),

@@ -235,3 +235,21 @@ def test_a_residual_that_is_not_one_entry_per_point_is_refused_with_the_fix():
     objective = LeastSquares(problem, model, points_for(problem))
     with pytest.raises(ValueError, match=r"loss term 'pde' returned shape \(6, 1\) at 6 points; a residual has one"):
         objective.gauss_newton(ParameterIndex(list(model.parameters())))
+
+
+def test_history_terms_come_from_the_accepted_trial_only_while_nothing_changed():
+    problem = KANPaperPoisson()
+    model = kan(2, 1, problem.domain)
+    points = points_for(problem)
+    objective = LeastSquares(problem, model, points)
+    index = ParameterIndex(list(model.parameters()))
+    objective.gauss_newton(index)
+    objective.trial_loss(index)
+    fresh = objective.loss_terms()
+    cached = objective.current_terms()
+    assert cached.keys() == fresh.keys()
+    assert all(cached[k] == pytest.approx(fresh[k], rel=1e-12) for k in fresh)
+    index.add_(torch.full((index.size,), 1e-3, dtype=torch.float64))
+    moved = objective.current_terms()
+    assert all(moved[k] == pytest.approx(v, rel=1e-12) for k, v in objective.loss_terms().items())
+    assert moved["pde"] != pytest.approx(cached["pde"], rel=1e-6)
