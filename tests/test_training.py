@@ -162,3 +162,36 @@ def test_zero_step_stage_is_allowed(poisson, lbfgs):
     result = train(poisson, kan(poisson), [Stage("lbfgs", 0, 3)], {"lbfgs": lbfgs()},
                    Sampler("sobol", n_interior=16, n_boundary=8), evaluation(poisson, 5), grid_update=GridUpdate())
     assert result.status == "completed" and result.metrics["steps"] == 0 and len(result.history) == 1
+
+
+def test_an_interrupt_keeps_the_parameters_of_the_last_completed_step(float64_default):
+    """Ctrl-C in the middle of step 3: metrics say 2 steps, and the parameters are those after step 2 (the
+    loop used to restore the state before step 2, one step behind what metrics.json reported)."""
+    from kanpde.optim import AbstractOptimizer, StepReport
+
+    class Nudge(AbstractOptimizer):
+        """Adds 0.01 to every parameter per step; the third step is interrupted half-way."""
+
+        def __init__(self, params):
+            self.params, self.calls = list(params), 0
+
+        def step(self, objective):
+            loss = objective.loss()
+            self.calls += 1
+            with torch.no_grad():
+                for p in self.params:
+                    p.add_(0.01)
+            if self.calls == 3:
+                raise KeyboardInterrupt
+            return StepReport(loss)
+
+    from kanpde.problems.poisson import SinSinPoisson
+
+    problem = SinSinPoisson()
+    model = KAN([2, 2, 1], grid_range=problem.domain.ranges)
+    start = [p.detach().clone() for p in model.parameters()]
+    result = train(problem, model, [Stage("nudge", 5)], {"nudge": Nudge}, Sampler("uniform", 16, 8, seed=0),
+                   grid_update=None, progress=False)
+    assert result.status == "interrupted" and result.metrics["steps"] == 2
+    for before, after in zip(start, result.model.parameters()):
+        torch.testing.assert_close(after.detach(), before + 0.02, rtol=0, atol=1e-12)
