@@ -82,13 +82,20 @@ def backward_in_chunks(problem: Problem, model: torch.nn.Module, points: Mapping
     if chunk_size is None or len(interior) <= chunk_size:
         return done(loss_terms(problem, model, points, engine, transform))
     totals: dict[str, float] = {}
-    for start in range(0, len(interior), chunk_size):
-        part = interior[start : start + chunk_size]
-        terms = {k: v * (len(part) / len(interior))
-                 for k, v in residual_terms(problem, model, part, engine, transform).items()}
+    for terms in weighted_chunks(problem, model, interior, chunk_size, engine, transform):
         for k, v in done(terms).items():
             totals[k] = totals.get(k, 0.0) + v
     return {**totals, **done(condition_terms(problem, model, points, engine, transform))}
+
+
+def weighted_chunks(problem: Problem, model: torch.nn.Module, interior: torch.Tensor, chunk_size: int,
+                    engine: str = "forward", transform=None):
+    """:func:`residual_terms` of each chunk of ``chunk_size`` interior points (N, n_vars), weighted by the
+    chunk's share of the points: the terms of all chunks add up to the unchunked ones."""
+    for start in range(0, len(interior), chunk_size):
+        part = interior[start : start + chunk_size]
+        yield {k: v * (len(part) / len(interior))
+               for k, v in residual_terms(problem, model, part, engine, transform).items()}
 
 
 def evaluate_terms(problem: Problem, model: torch.nn.Module, points: Mapping[str, torch.Tensor],
@@ -198,9 +205,9 @@ class LeastSquares:
         self._kept.clear()
         self._buffer, self._trial_terms = None, None
 
-    def _state(self, index: ParameterIndex) -> tuple:
+    def _state(self, parameters: list[torch.Tensor]) -> tuple:
         """Parameters and buffers (a KAN's knots) with their versions: a kept forward pass is valid for this."""
-        return _state([*index.parameters, *self.model.buffers()])
+        return _state([*parameters, *self.model.buffers()])
 
     def loss_terms(self) -> dict[str, float]:
         """The loss terms at the current parameters (no gradient)."""
@@ -241,8 +248,8 @@ class LeastSquares:
             for start in range(0, n_total, chunk):
                 x = points[start : start + chunk]
                 kept = self._kept.pop(group.name, None)
-                if kept is not None and _same(kept[0], self._state(index)) and kept[1] is points and start == 0 \
-                        and len(x) == len(points):
+                if kept is not None and _same(kept[0], self._state(index.parameters)) and kept[1] is points \
+                        and start == 0 and len(x) == len(points):
                     evaluated = kept[2]  # the accepted trial's forward pass, at these very parameters and points
                 else:
                     evaluated = self._evaluate(group, x)
@@ -264,7 +271,7 @@ class LeastSquares:
         Jacobian chunk: if the caller accepts these parameters, :meth:`gauss_newton` starts from it."""
         self.evaluations += 1
         self._kept.clear()
-        state, terms = self._state(index), {}
+        state, terms = self._state(index.parameters), {}
         for group in self._groups():
             points, _ = self._in_cell_order(group.name)
             if len(points) <= self.jacobian_chunk and self._structured.get(group.name):
@@ -280,7 +287,7 @@ class LeastSquares:
         """The loss terms at the current parameters (for history rows): the last trial's when neither the
         parameters, the buffers nor the points changed since (an accepted LM step), else evaluated afresh."""
         cached = self._trial_terms
-        if cached is not None and _same(cached[0], _state([*self.parameters(), *self.model.buffers()])) \
+        if cached is not None and _same(cached[0], self._state(self.parameters())) \
                 and cached[1].keys() == self.points.keys() and all(self.points[k] is v for k, v in cached[1].items()):
             return dict(cached[2])
         return evaluate_terms(self.problem, self.model, self.points, self.chunk_size, self.engine, self.transform)
@@ -290,12 +297,11 @@ class LeastSquares:
         x = self.points[group.name]
         with torch.set_grad_enabled(self.engine == "autograd" or x.requires_grad):
             if group.name == "interior":
-                chunk = self.chunk_size or len(x)
                 terms: dict[str, float] = {}
-                for start in range(0, len(x), chunk):
-                    part = x[start : start + chunk]
-                    for k, v in residual_terms(self.problem, self.model, part, self.engine, self.transform).items():
-                        terms[k] = terms.get(k, 0.0) + float(v.detach()) * len(part) / len(x)
+                for chunk in weighted_chunks(self.problem, self.model, x, self.chunk_size or len(x), self.engine,
+                                             self.transform):
+                    for k, v in chunk.items():
+                        terms[k] = terms.get(k, 0.0) + float(v.detach())
                 return terms
             fields = _fields_factory(self.problem, self.model, self.engine, self.transform, plain_values=True)
             return {k: group.weight * float(r.detach().pow(2).mean()) for k, r in group.residuals(x, fields(x))}

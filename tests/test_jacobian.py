@@ -200,13 +200,21 @@ def test_blockwise_gram_equals_the_dense_product(rows_per_cell):
     torch.testing.assert_close(symmetric(gram(rows)), rows.T @ rows, **TOLERANCE)
 
 
-def test_a_kept_trial_is_reused_only_at_the_same_parameters_and_points():
+def poisson_after_a_trial():
+    """A Poisson objective whose structured path is verified (so trials keep their forward pass), after one
+    trial: (problem, model, points, objective, index)."""
     problem = KANPaperPoisson()
     model = kan(2, 1, problem.domain)
     points = points_for(problem)
     objective = LeastSquares(problem, model, points)
     index = ParameterIndex(list(model.parameters()))
-    objective.gauss_newton(index)  # verifies the structured path, so trials keep their forward pass
+    objective.gauss_newton(index)
+    objective.trial_loss(index)
+    return problem, model, points, objective, index
+
+
+def test_a_kept_trial_is_reused_only_at_the_same_parameters_and_points():
+    problem, model, points, objective, index = poisson_after_a_trial()
     loss = objective.trial_loss(index)
     assert loss == pytest.approx(objective.loss(), rel=1e-12)
     assert set(objective._kept) == {"interior", "boundary"}
@@ -238,13 +246,7 @@ def test_a_residual_that_is_not_one_entry_per_point_is_refused_with_the_fix():
 
 
 def test_history_terms_come_from_the_accepted_trial_only_while_nothing_changed():
-    problem = KANPaperPoisson()
-    model = kan(2, 1, problem.domain)
-    points = points_for(problem)
-    objective = LeastSquares(problem, model, points)
-    index = ParameterIndex(list(model.parameters()))
-    objective.gauss_newton(index)
-    objective.trial_loss(index)
+    _, _, _, objective, index = poisson_after_a_trial()
     fresh = objective.loss_terms()
     cached = objective.current_terms()
     assert cached.keys() == fresh.keys()

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from kanpde import KAN, MLP, Box, Problem, Sampler, Stage, dirichlet, train
+from kanpde.app import make_evaluation
 from kanpde.jacobian import ParameterIndex
 from kanpde.objective import GaussNewton
 from kanpde.optim import LevenbergMarquardt, TorchOptimizer, make_optimizer
 from kanpde.problems.poisson import SinSinPoisson
-from kanpde.app import make_evaluation
 
 
 class Residuals:

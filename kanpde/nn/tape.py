@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-_ACTIVE: list["Tape"] = []
+_ACTIVE: list[Tape] = []
 
 
 @dataclass
