@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from kanpde.derivatives import Fields
-from kanpde.jacobian import NotStructured, ParameterIndex, cell_keys, generic_rows, gram, structured_rows, symmetric
+from kanpde.jacobian import NotStructured, ParameterIndex, cell_keys, generic_columns, generic_rows, gram, structured_rows, symmetric
 from kanpde.nn.tape import recording
 from kanpde.problem import Problem
 
@@ -180,6 +180,7 @@ class LeastSquares:
     """
 
     GENERIC_CHUNK = 256  # points per chunk on the generic Jacobian path (its cost grows with chunk size)
+    COLUMNS_MAX_PARAMETERS = 64  # up to this many parameters the generic path builds J column by column
     ROWS_PER_CELL = 128  # rows per block of the blockwise J^T J (measured near-best on Poisson, 2,900 rows)
 
     def __init__(self, problem: Problem, model: torch.nn.Module, points: Mapping[str, torch.Tensor], *,
@@ -244,7 +245,8 @@ class LeastSquares:
             points, keys = self._in_cell_order(group.name)
             n_total = len(points)
             structured = self._use_structured(group, index)
-            chunk = self.jacobian_chunk if structured else self.GENERIC_CHUNK
+            by_columns = not structured and size <= self.COLUMNS_MAX_PARAMETERS
+            chunk = self.jacobian_chunk if structured or by_columns else self.GENERIC_CHUNK
             for start in range(0, n_total, chunk):
                 x = points[start : start + chunk]
                 kept = self._kept.pop(group.name, None)
@@ -257,6 +259,8 @@ class LeastSquares:
                     scaled = residual * math.sqrt(group.weight / n_total)  # entries of R
                     if structured:
                         rows = structured_rows(scaled, records, index, self._rows_buffer(len(x), size, scaled))
+                    elif by_columns:
+                        rows = generic_columns(scaled, index)
                     else:
                         rows = generic_rows(scaled, index)
                     scaled = scaled.detach()
@@ -361,7 +365,7 @@ class LeastSquares:
         except NotStructured as error:
             agrees, reason = False, str(error)
         if not agrees:
-            log.info("Jacobian rows of %r by reverse mode, row by row (%s)", group.name, reason)
+            log.info("Jacobian of %r by the generic autograd path (%s)", group.name, reason)
         self._structured[group.name] = agrees
         return agrees
 
