@@ -170,19 +170,20 @@ def round_constants(expression: sympy.Expr, tolerance: float = 1e-6, max_denomin
     the expression is expanded (sums of angles and products multiplied out), where the constants of a
     structure the network spread over several edges (c1 a1^2 + c2 a2^2, say) come together and cancel.
     """
-    def rounded(expr):
-        return expr.xreplace({n: _recognise(float(n), tolerance, max_denominator, digits) for n in expr.atoms(sympy.Float)})
+    def rounded(expr, keep):
+        return expr.xreplace({n: _recognise(float(n), tolerance, max_denominator, digits, keep)
+                              for n in expr.atoms(sympy.Float)})
 
-    once = rounded(expression)
-    twice = rounded(sympy.expand(sympy.expand_trig(once)))
+    once = rounded(expression, keep=True)  # unrecognised constants keep every digit until they have combined
+    twice = rounded(sympy.expand(sympy.expand_trig(once)), keep=False)
     return sympy.simplify(twice)
 
 
-def _recognise(value: float, tolerance: float, max_denominator: int, digits: int) -> sympy.Expr:
+def _recognise(value: float, tolerance: float, max_denominator: int, digits: int, keep: bool = False) -> sympy.Expr:
     if abs(value) < tolerance:
         return sympy.Integer(0)
     for unit, symbol in ((1.0, sympy.Integer(1)), (math.pi, sympy.pi), (math.pi**2, sympy.pi**2)):
         ratio = Fraction(value / unit).limit_denominator(max_denominator)
         if ratio != 0 and abs(float(ratio) * unit - value) <= tolerance * max(1.0, abs(value)):
             return sympy.Rational(ratio.numerator, ratio.denominator) * symbol
-    return sympy.Float(float(f"{value:.{digits}g}"), digits)
+    return sympy.Float(value, 17) if keep else sympy.Float(float(f"{value:.{digits}g}"), digits)

@@ -19,6 +19,7 @@ from kanpde.derivatives import Fields
 from kanpde.jacobian import NotStructured, ParameterIndex, cell_keys, generic_columns, generic_rows, gram, structured_rows, symmetric
 from kanpde.nn.tape import recording
 from kanpde.problem import Problem
+from kanpde.prune import sparsity_penalty
 
 log = logging.getLogger("kanpde")
 
@@ -191,6 +192,7 @@ class LeastSquares:
         self.input_grad = frozenset(input_grad)
         self.jacobian_chunk = int(jacobian_chunk)
         self.evaluations = 0  # loss evaluations (with or without gradient or Jacobian)
+        self.sparsity = 0.0  # lambda of the KAN sparsity regulariser added by backward() (first-order methods)
         self._structured: dict[str, bool] = {}  # group -> structured rows verified against generic ones
         self._buffer: torch.Tensor | None = None
         self._order_cache: dict[str, tuple] = {}  # set name -> (points, version, points in cell order, keys)
@@ -219,10 +221,16 @@ class LeastSquares:
         return sum(self.loss_terms().values())
 
     def backward(self) -> dict[str, float]:
-        """Accumulate the loss gradient into the parameters' ``.grad``; returns the loss terms."""
+        """Accumulate the loss gradient into the parameters' ``.grad``; returns the loss terms (with the
+        ``"sparsity"`` penalty when :attr:`sparsity` is set)."""
         self.evaluations += 1
-        return backward_in_chunks(self.problem, self.model, self.points, self.chunk_size, self.engine,
-                                  self.transform)
+        terms = backward_in_chunks(self.problem, self.model, self.points, self.chunk_size, self.engine,
+                                   self.transform)
+        if self.sparsity:
+            penalty = self.sparsity * sparsity_penalty(self.model, self.points["interior"].detach())
+            penalty.backward()
+            terms["sparsity"] = float(penalty.detach())
+        return terms
 
     def _groups(self) -> list[_Group]:
         problem = self.problem
