@@ -34,6 +34,7 @@ from kanpde.formula import FormulaKAN, round_constants
 from kanpde.nn import KAN
 from kanpde.objective import LeastSquares
 from kanpde.optim import LevenbergMarquardt
+from kanpde.plots import network_diagram
 from kanpde.prune import edge_activations, edge_scores
 from kanpde.symbolic import Candidate, SymbolicFunction, fit_edge, library_with
 from kanpde.training import Stage, collocation, train
@@ -110,37 +111,13 @@ def explain(run_dir: str | Path, *, threshold: float = 0.05, functions=None,
     evaluation = _evaluation(cfg, problem)
     constraint = getattr(problem, "hard_constraint", None)
 
-    with torch.no_grad():
-        activations = [(h.numpy(), phi.numpy()) for h, phi in edge_activations(model, samples)]
-        scores = [s.numpy() for s in edge_scores(model, samples)]
-    edges, table = [], []
-    for layer, ((h, phi), score) in enumerate(zip(activations, scores)):
-        chosen_layer = []
-        for i in range(phi.shape[1]):
-            row = []
-            for j in range(phi.shape[2]):
-                key = f"{layer}.{i}.{j}"
-                if score[i, j] < threshold and key not in forced:
-                    candidates = [Candidate("0", 1.0, 0.0, 0.0, float(phi[:, i, j].mean()), 0.0, 0.0, 0.0)]
-                else:
-                    names = {forced[key]: library[forced[key]]} if key in forced else library
-                    candidates = fit_edge(h[:, i], phi[:, i, j], names, complexity_weight=complexity_weight)
-                row.append(candidates[0])
-                table.append({"edge": key, "importance": float(score[i, j]), "forced": key in forced,
-                              "chosen": candidates[0].function,
-                              "candidates": [c.as_dict() for c in candidates[:5]]})
-            chosen_layer.append(row)
-        edges.append(chosen_layer)
+    formula, table, activations, scores = formula_from_network(model, samples, library, threshold=threshold,
+                                                               force=forced, complexity_weight=complexity_weight)
     folder = run_dir / "explain"
     folder.mkdir(exist_ok=True)
-    from kanpde.plots import network_diagram
-
-    labels = [[[edges[layer][i][j].function for j in range(len(edges[layer][i]))] for i in range(len(edges[layer]))]
-              for layer in range(len(edges))]
-    network_diagram(folder / "network.png", activations, scores, problem.variables, problem.outputs, labels)
+    network_diagram(folder / "network.png", activations, scores, problem.variables, problem.outputs,
+                    formula.functions)
     fit_time = time.perf_counter() - start
-
-    formula = FormulaKAN(model.widths, edges, library)
     before = _measure(problem, formula, points, evaluation, constraint)
     tick = time.perf_counter()
     if steps > 0 and len(formula.constants):
@@ -171,6 +148,39 @@ def explain(run_dir: str | Path, *, threshold: float = 0.05, functions=None,
     (run_dir / "formula.md").write_text(_markdown(report))
     log.info("%s", report["verdict"])
     return report
+
+
+def formula_from_network(model: KAN, samples: torch.Tensor, library: Mapping[str, SymbolicFunction], *,
+                         threshold: float = 0.05, force: Mapping[str, str] | None = None,
+                         complexity_weight: float = 0.5):
+    """Each edge of ``model`` replaced by its best symbolic fit over its inputs at ``samples`` (N, d).
+
+    Returns (formula, table, activations, scores): the :class:`FormulaKAN`, one dict per edge (importance,
+    chosen function, best candidates), and the per-layer edge inputs/outputs and importances as arrays.
+    Edges less important than ``threshold`` become constants; ``force`` maps ``"layer.in.out"`` to a function.
+    """
+    force = dict(force or {})
+    with torch.no_grad():
+        activations = [(h.cpu().numpy(), phi.cpu().numpy()) for h, phi in edge_activations(model, samples)]
+        scores = [s.cpu().numpy() for s in edge_scores(model, samples)]
+    edges, table = [], []
+    for layer, ((h, phi), score) in enumerate(zip(activations, scores)):
+        rows = []
+        for i in range(phi.shape[1]):
+            row = []
+            for j in range(phi.shape[2]):
+                key = f"{layer}.{i}.{j}"
+                if score[i, j] < threshold and key not in force:
+                    candidates = [Candidate("0", 1.0, 0.0, 0.0, float(phi[:, i, j].mean()), 0.0, 0.0, 0.0)]
+                else:
+                    names = {force[key]: library[force[key]]} if key in force else library
+                    candidates = fit_edge(h[:, i], phi[:, i, j], names, complexity_weight=complexity_weight)
+                row.append(candidates[0])
+                table.append({"edge": key, "importance": float(score[i, j]), "forced": key in force,
+                              "chosen": candidates[0].function, "candidates": [c.as_dict() for c in candidates[:5]]})
+            rows.append(row)
+        edges.append(rows)
+    return FormulaKAN(model.widths, edges, library), table, activations, scores
 
 
 class ExpressionModel(torch.nn.Module):

@@ -40,7 +40,8 @@ class FormulaKAN(nn.Module):
         self.library = dict(LIBRARY if library is None else library)
         self.widths = [int(w) for w in widths]
         if len(edges) != len(self.widths) - 1:
-            raise ValueError(f"edges must give one (in, out) table per layer ({len(self.widths) - 1}), got {len(edges)}")
+            raise ValueError(f"edges must give one (in, out) table per layer ({len(self.widths) - 1}), "
+                             f"got {len(edges)}")
         self.functions: list[list[list[str]]] = []
         free: list[float] = []
         layouts = []

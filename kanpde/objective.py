@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import torch
 
 from kanpde.derivatives import Fields
-from kanpde.jacobian import NotStructured, ParameterIndex, cell_keys, generic_columns, generic_rows, gram, structured_rows, symmetric
+from kanpde.jacobian import (NotStructured, ParameterIndex, cell_keys, generic_columns, generic_rows, gram,
+                             structured_rows, symmetric)
 from kanpde.nn.tape import recording
 from kanpde.problem import Problem
 from kanpde.prune import sparsity_penalty

@@ -169,7 +169,8 @@ def fit_edge(x, y, library: Mapping[str, SymbolicFunction] | None = None, *, com
     if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
         raise ValueError("fit_edge got non-finite samples")
     if len(x) > max_samples:
-        x, y = x[np.linspace(0, len(x) - 1, max_samples).astype(int)], y[np.linspace(0, len(y) - 1, max_samples).astype(int)]
+        chosen = np.linspace(0, len(x) - 1, max_samples).astype(int)
+        x, y = x[chosen], y[chosen]
     center, half = 0.5 * (x.max() + x.min()), max(0.5 * (x.max() - x.min()), 1e-12)
     t = (x - center) / half  # in [-1, 1]
     total = float(((y - y.mean()) ** 2).sum())
@@ -197,9 +198,11 @@ def _fit_one(function: SymbolicFunction, t: np.ndarray, y: np.ndarray, total: fl
         return 1.0, 0.0, 0.0, float(y.mean()), 0.0
     magnitudes = np.geomspace(1e-2, a_range, grid // 2)
     alphas = np.array([1.0]) if function.homogeneous else np.concatenate([-magnitudes[::-1], magnitudes])
-    betas = np.array([0.0]) if function.name == "x" or function.shift_invariant else np.linspace(-a_range, a_range, grid)
-    if function.homogeneous and function.name != "x":
-        betas = np.concatenate([betas, np.geomspace(a_range, 1e3 * a_range, 8), -np.geomspace(a_range, 1e3 * a_range, 8)])
+    fixed_shift = function.name == "x" or function.shift_invariant
+    betas = np.array([0.0]) if fixed_shift else np.linspace(-a_range, a_range, grid)
+    if function.homogeneous and function.name != "x":  # (t + b)^n with large b: nearly linear shapes
+        far = np.geomspace(a_range, 1e3 * a_range, 8)
+        betas = np.concatenate([betas, far, -far])
     coarse = np.linspace(0, len(t) - 1, min(len(t), GRID_SAMPLES)).astype(int)  # the grid sees a subset
     t_grid, y_grid = t[coarse], y[coarse]
     arg = alphas[:, None, None] * t_grid[None, None, :] + betas[None, :, None]  # (A, B, n)

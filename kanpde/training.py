@@ -64,7 +64,8 @@ class Stage:
         if not (isinstance(self.sparsity, (int, float)) and math.isfinite(self.sparsity) and self.sparsity >= 0):
             raise ValueError(f"stage sparsity must be a number >= 0 (the regulariser's lambda), got {self.sparsity!r}")
         if self.prune is not None and not 0.0 < self.prune < 1.0:
-            raise ValueError(f"stage prune must lie in (0, 1) (relative node importance) or be null, got {self.prune!r}")
+            raise ValueError(f"stage prune must lie in (0, 1) (relative node importance) or be null, "
+                             f"got {self.prune!r}")
 
 
 @dataclass(frozen=True)  # frozen: the instance in train()'s signature is shared by every call
