@@ -256,8 +256,9 @@ def _verdict(report: dict) -> str:
     if _better(chosen, network):
         return (f"the {'rounded ' if best == 'rounded' else ''}formula {chosen['expressions']} is at least as good "
                 f"as the network: {key} {chosen[key]:.3e} against the network's {network[key]:.3e}")
+    which = "rounded" if best == "rounded" else "fine-tuned"
     return (f"no formula as good as the network was found: best {key} {chosen.get(key, math.nan):.3e} (the "
-            f"{best} formula) against the network's {network[key]:.3e}; keep the spline network")
+            f"{which} formula) against the network's {network[key]:.3e}; keep the spline network")
 
 
 def _markdown(report: dict) -> str:
