@@ -30,7 +30,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from kanpde.formula import FormulaKAN, round_constants
+from kanpde.formula import FormulaKAN, round_constants, within
 from kanpde.nn import KAN
 from kanpde.objective import LeastSquares
 from kanpde.optim import LevenbergMarquardt
@@ -81,7 +81,8 @@ def load_run(run_dir: str | Path):
 
 def explain(run_dir: str | Path, *, threshold: float = 0.05, functions=None,
             extra: Mapping[str, SymbolicFunction] | None = None, force: Mapping[str, str] | None = None,
-            steps: int = 100, complexity_weight: float = 0.5, tolerance: float = 1e-6) -> dict:
+            steps: int = 100, complexity_weight: float = 0.5, tolerance: float = 1e-6,
+            simplify_seconds: float = 120.0) -> dict:
     """Explain the KAN of ``run_dir``; writes ``explain/`` and ``formula.json``/``formula.md`` there.
 
     Args:
@@ -91,6 +92,8 @@ def explain(run_dir: str | Path, *, threshold: float = 0.05, functions=None,
         steps: Levenberg-Marquardt iterations fine-tuning the formula's constants on the PDE loss.
         complexity_weight: score per unit of complexity when ranking candidates (see :func:`fit_edge`).
         tolerance: relative tolerance for recognising a constant as p/q or p/q pi when rounding.
+        simplify_seconds: time allowed to sympy for each simplification (a large formula can take hours);
+            past it the formula is reported unsimplified.
     Returns what ``formula.json`` holds.
     """
     if not 0.0 <= threshold < 1.0:
@@ -128,15 +131,22 @@ def explain(run_dir: str | Path, *, threshold: float = 0.05, functions=None,
     network = _measure(problem, model, points, evaluation, constraint)
     fitted = _measure(problem, formula, points, evaluation, constraint)
     expressions = formula.to_sympy(problem.variables)
-    simplified = [sympy.simplify(e) for e in expressions]
-    rounded = [round_constants(e, tolerance) for e in simplified]
+    simplified = [within(simplify_seconds, sympy.simplify, e) for e in expressions]
+    complete = all(e is not None for e in simplified)
+    simplified = [e if s is None else s for e, s in zip(expressions, simplified)]
+    rounded = [within(simplify_seconds, round_constants, e, tolerance) for e in expressions]
+    complete = complete and all(r is not None for r in rounded)
+    rounded = [round_constants(e, tolerance, simplify=False) if r is None else r for e, r in zip(expressions, rounded)]
+    if not complete:
+        log.warning("sympy did not simplify the formula within %g s: it is reported as fitted", simplify_seconds)
     rounded_model = ExpressionModel(rounded, problem.variables)
     rounded_metrics = _measure(problem, rounded_model, points, evaluation, constraint, engine="autograd")
     report = {
         "run": str(run_dir), "problem": problem.name, "widths": model.widths, "threshold": threshold,
         "network": network,
         "formula": {"expressions": [str(e) for e in simplified], "latex": [sympy.latex(e) for e in simplified],
-                    "constants": len(formula.constants), "before_fine_tuning": before, **fitted},
+                    "constants": len(formula.constants), "simplified": complete, "before_fine_tuning": before,
+                    **fitted},
         "rounded": {"expressions": [str(e) for e in rounded], "latex": [sympy.latex(e) for e in rounded],
                     "tolerance": tolerance, **rounded_metrics},
         "edges": table, "fine_tuning_steps": int(steps), "fit_time": fit_time, "fine_tune_time": tune_time,

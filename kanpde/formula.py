@@ -10,6 +10,7 @@ functions' closed-form f' and f'', as the spline layers do.
 from __future__ import annotations
 
 import math
+import multiprocessing
 from collections.abc import Mapping, Sequence
 from fractions import Fraction
 
@@ -163,7 +164,7 @@ def _is_free(key: str, function: SymbolicFunction) -> bool:
 
 
 def round_constants(expression: sympy.Expr, tolerance: float = 1e-6, max_denominator: int = 12,
-                    digits: int = 6) -> sympy.Expr:
+                    digits: int = 6, simplify: bool = True) -> sympy.Expr:
     """Replace each float by a nearby simple number (p/q or p/q * pi, with q <= ``max_denominator``, within
     ``tolerance`` relative), or round it to ``digits`` significant digits; then simplify.
 
@@ -175,9 +176,23 @@ def round_constants(expression: sympy.Expr, tolerance: float = 1e-6, max_denomin
         return expr.xreplace({n: _recognise(float(n), tolerance, max_denominator, digits, keep)
                               for n in expr.atoms(sympy.Float)})
 
+    if not simplify:  # cheap: no expansion, no simplification (sympy's can take hours on a large formula)
+        return rounded(expression, keep=False)
     once = rounded(expression, keep=True)  # unrecognised constants keep every digit until they have combined
     twice = rounded(sympy.expand(sympy.expand_trig(once)), keep=False)
     return sympy.simplify(twice)
+
+
+def within(seconds: float, function, *args):
+    """``function(*args)`` in a forked worker, or None if it takes longer than ``seconds`` (the worker is then
+    terminated). sympy's simplification has no time limit of its own."""
+    context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+    with context.Pool(1) as pool:
+        pending = pool.apply_async(function, args)
+        try:
+            return pending.get(timeout=seconds)
+        except multiprocessing.TimeoutError:
+            return None
 
 
 def _recognise(value: float, tolerance: float, max_denominator: int, digits: int, keep: bool = False) -> sympy.Expr:
