@@ -164,3 +164,17 @@ def test_lm_iteration_cost_reports_its_parts():
     assert all(value > 0 for value in parts.values())
     table = bench_lm.markdown([result], {"command": "test", "torch": "x", "threads": 1, "machine": "m"})
     assert "| 240 | KAN [2, 3, 1] grid 5 order 5 | 108 |" in table
+
+
+def test_basis_variants_have_their_own_rows_and_agree_across_engines(tmp_path):
+    variants = [v for v in bench_step.default_variants() if v.basis != "bspline"]
+    assert {v.basis for v in variants} == {"chebyshev", "fourier", "rbf"}
+    assert {v.model_id for v in variants} == {f"kan[2,10,1]-g20-{b}" for b in ("chebyshev", "fourier", "rbf")}
+    assert bench_step.Variant.from_dict({"family": "kan", "widths": [2, 3, 1], "grid_size": 5, "mode": "forward",
+                                         "basis": "rbf"}).model_label == "KAN [2,3,1] G=5 rbf"
+    small = [bench_step.Variant("kan", (2, 3, 1), 5, mode, "chebyshev") for mode in ("forward", "trainer", "autograd")]
+    results = bench_step.time_group(small, torch.float64, 200, repeats=1, warmup=1, chunk=100,
+                                    checkpoint_dir=str(tmp_path))
+    losses = [results[v.id]["loss"] for v in small]
+    assert losses[1] == pytest.approx(losses[0], rel=1e-12) and losses[2] == pytest.approx(losses[0], rel=1e-10)
+    assert results[small[0].id]["parameters"] == 9 * (6 + 2)  # 9 edges, degree 5: 6 coefficients, w_base, w_spline
