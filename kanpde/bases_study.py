@@ -30,17 +30,21 @@ from pathlib import Path
 
 PROBLEMS = ("poisson", "helmholtz", "burgers")
 MODELS = ("bspline", "chebyshev", "fourier", "rbf", "mlp")  # KAN bases, then the MLP baseline
+EXTRA_MODELS = ("chebyshev_tanh",)  # Chebyshev behind a tanh squash instead of the affine range map (--models)
 SEEDS = (0, 1)
 COLUMNS = ("problem", "model", "seed", "dtype", "parameters", "grid_size", "rel_l2", "mse", "steps", "train_time",
            "wall_time", "status", "load_before", "load_after", "path")
 COLORS = {"bspline": "tab:blue", "chebyshev": "tab:green", "fourier": "tab:red", "rbf": "tab:purple",
-          "mlp": "tab:orange"}
+          "mlp": "tab:orange", "chebyshev_tanh": "tab:olive"}
 FINISHED = ("completed", "time_limit")
 
 
 def overrides(model: str) -> list[str]:
     """The command-line overrides selecting ``model`` (a KAN basis or ``mlp``)."""
-    return ["model=mlp"] if model == "mlp" else [f"model.basis={model}"]
+    if model == "mlp":
+        return ["model=mlp"]
+    basis, _, normalize = model.partition("_")
+    return [f"model.basis={basis}"] + ([f"model.normalize={normalize}"] if normalize else [])
 
 
 def run_jobs(runs: Path, problems, models, seeds, log=print) -> None:
@@ -234,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("results/bases"), help="table, plot (default results/bases)")
     parser.add_argument("--runs", type=Path, default=Path("results/multirun/bases"), help="run folders")
     parser.add_argument("--problems", nargs="+", choices=PROBLEMS, default=list(PROBLEMS))
-    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
+    parser.add_argument("--models", nargs="+", choices=MODELS + EXTRA_MODELS, default=list(MODELS))
     parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
     parser.add_argument("--collate-only", action="store_true", help="only collate the runs already in --runs")
     args = parser.parse_args(argv)
