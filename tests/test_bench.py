@@ -178,3 +178,13 @@ def test_basis_variants_have_their_own_rows_and_agree_across_engines(tmp_path):
     losses = [results[v.id]["loss"] for v in small]
     assert losses[1] == pytest.approx(losses[0], rel=1e-12) and losses[2] == pytest.approx(losses[0], rel=1e-10)
     assert results[small[0].id]["parameters"] == 9 * (6 + 2)  # 9 edges, degree 5: 6 coefficients, w_base, w_spline
+
+
+def test_lm_iteration_cost_of_a_global_basis(tmp_path):
+    from kanpde.bench import lm as bench_lm
+
+    result = bench_lm.iteration_cost(200, 40, "kan", (3,), 5, warmup=1, repeats=2, basis="chebyshev")
+    assert result["basis"] == "chebyshev" and result["parameters"] == 9 * (6 + 2)
+    assert result["ms"]["iteration"] > 0
+    assert "KAN [2, 3, 1] grid 5 chebyshev" in bench_lm.markdown(
+        [result], {"command": "c", "torch": "t", "threads": 1, "machine": "m"})
