@@ -96,7 +96,8 @@ def collate(runs: Path, problems=PROBLEMS, models=MODELS, seeds=SEEDS) -> tuple[
                 metrics, load = _read_json(folder / "metrics.json") or {}, _read_json(folder / "load.json") or {}
                 row = {key: "" for key in COLUMNS}
                 row.update(problem=problem, model=model, seed=seed, path=str(folder), status="missing")
-                row.update({key: metrics[key] for key in COLUMNS if metrics.get(key) is not None})
+                measured = set(COLUMNS) - {"problem", "model", "seed", "path"}  # metrics' "model" is the family
+                row.update({key: metrics[key] for key in measured if metrics.get(key) is not None})
                 row.update(load_before=load.get("load_before", ""), load_after=load.get("load_after", ""))
                 rows.append(row)
                 curves[(problem, model, seed)] = _history(folder, metrics)

@@ -20,7 +20,7 @@ def fake_run(root, problem, model, seed, rel_l2, status="completed"):
     per_edge = {"bspline": 20 + 5, "chebyshev": 21, "fourier": 40, "rbf": 27}.get(model, 0) + 2
     metrics = {"status": status, "rel_l2": rel_l2, "mse": rel_l2**2, "parameters": 30 * per_edge if kan else 921,
                "grid_size": 20 if kan else None, "steps": 100, "train_time": 12.5, "wall_time": 20.0,
-               "dtype": "float64", "seed": seed}
+               "dtype": "float64", "seed": seed, "model": "kan" if kan else "mlp"}
     (folder / "metrics.json").write_text(json.dumps(metrics))
     (folder / "load.json").write_text(json.dumps({"load_before": [1.0, 1.0, 1.0], "load_after": [2.0, 1.5, 1.0]}))
     with (folder / "history.csv").open("w", newline="") as handle:
@@ -37,7 +37,8 @@ def test_collate_writes_table_csv_json_and_plot(tmp_path):
     fake_run(runs, "poisson", "chebyshev", 1, 3e-6, status="time_limit")
     fake_run(runs, "poisson", "mlp", 0, 2e-4)
     rows, curves = bases_study.collate(runs, ["poisson"], ["chebyshev", "mlp"], [0, 1])
-    by_key = {(r["model"], r["seed"]): r for r in rows}
+    by_key = {(r["model"], r["seed"]): r for r in rows}  # the study's model name, not metrics.json's family
+    assert set(by_key) == {("chebyshev", 0), ("chebyshev", 1), ("mlp", 0), ("mlp", 1)}
     assert by_key[("mlp", 1)]["status"] == "missing"
     assert by_key[("chebyshev", 0)]["load_before"] == [1.0, 1.0, 1.0]
     # parameters at each grid follow the basis: Chebyshev degree G has G + 1 coefficients (+ 2 weights) per edge
