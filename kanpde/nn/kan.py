@@ -79,6 +79,9 @@ class KANLayer(nn.Module):
         normalize: how a global basis maps ``grid_range`` onto [-1, 1]: ``"affine"`` or ``"tanh"``.
     """
 
+    # Defaults for layers assembled without __init__ (copies made by __new__ elsewhere): B-spline edges.
+    basis_name, normalize = "bspline", "affine"
+
     def __init__(self, n_in: int, n_out: int, grid_size: int = 5, order: int = 3, grid_range=(-1.0, 1.0),
                  noise_scale: float = 0.1, generator: torch.Generator | None = None, *, basis: str = "bspline",
                  normalize: str = "affine"):
@@ -296,6 +299,8 @@ class KAN(nn.Module):
             :mod:`kanpde.nn.bases`. ``grid_size`` is the Chebyshev degree, the number of Fourier frequencies
             or of RBF intervals.
     """
+
+    basis, normalize = "bspline", "affine"  # for networks assembled without __init__
 
     def __init__(self, widths: Sequence[int], grid_size: int = 5, order: int = 3, grid_range=(-1.0, 1.0),
                  noise_scale: float = 0.1, seed: int | None = 0, basis: str = "bspline", normalize: str = "affine"):
