@@ -164,3 +164,27 @@ def test_lm_iteration_cost_reports_its_parts():
     assert all(value > 0 for value in parts.values())
     table = bench_lm.markdown([result], {"command": "test", "torch": "x", "threads": 1, "machine": "m"})
     assert "| 240 | KAN [2, 3, 1] grid 5 order 5 | 108 |" in table
+
+
+def test_basis_variants_have_their_own_rows_and_agree_across_engines(tmp_path):
+    variants = [v for v in bench_step.default_variants() if v.basis != "bspline"]
+    assert {v.basis for v in variants} == {"chebyshev", "fourier", "rbf"}
+    assert {v.model_id for v in variants} == {f"kan[2,10,1]-g20-{b}" for b in ("chebyshev", "fourier", "rbf")}
+    assert bench_step.Variant.from_dict({"family": "kan", "widths": [2, 3, 1], "grid_size": 5, "mode": "forward",
+                                         "basis": "rbf"}).model_label == "KAN [2,3,1] G=5 rbf"
+    small = [bench_step.Variant("kan", (2, 3, 1), 5, mode, "chebyshev") for mode in ("forward", "trainer", "autograd")]
+    results = bench_step.time_group(small, torch.float64, 200, repeats=1, warmup=1, chunk=100,
+                                    checkpoint_dir=str(tmp_path))
+    losses = [results[v.id]["loss"] for v in small]
+    assert losses[1] == pytest.approx(losses[0], rel=1e-12) and losses[2] == pytest.approx(losses[0], rel=1e-10)
+    assert results[small[0].id]["parameters"] == 9 * (6 + 2)  # 9 edges, degree 5: 6 coefficients, w_base, w_spline
+
+
+def test_lm_iteration_cost_of_a_global_basis(tmp_path):
+    from kanpde.bench import lm as bench_lm
+
+    result = bench_lm.iteration_cost(200, 40, "kan", (3,), 5, warmup=1, repeats=2, basis="chebyshev")
+    assert result["basis"] == "chebyshev" and result["parameters"] == 9 * (6 + 2)
+    assert result["ms"]["iteration"] > 0
+    assert "KAN [2, 3, 1] grid 5 chebyshev" in bench_lm.markdown(
+        [result], {"command": "c", "torch": "t", "threads": 1, "machine": "m"})

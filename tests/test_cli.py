@@ -35,6 +35,20 @@ def test_solve_poisson_writes_a_run_folder(tmp_path, cli, tiny_overrides, find_r
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results"]
 
 
+@pytest.mark.parametrize("basis", ["chebyshev", "fourier", "rbf"])
+def test_solve_with_another_basis_writes_a_checkpoint_that_loads(tmp_path, cli, tiny_overrides, find_runs, basis):
+    from kanpde import load_checkpoint
+
+    done = cli(["solve", "poisson", *tiny_overrides, f"model.basis={basis}"], tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (folder,) = find_runs(tmp_path)
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["status"] == "completed" and metrics["steps"] == 2
+    model = load_checkpoint(folder / "checkpoint.pt")
+    model = model[0] if isinstance(model, tuple) else model
+    assert model.basis == basis and all(layer.basis_name == basis for layer in model.layers)
+
+
 def test_solve_mlp_model_override(tmp_path, cli, find_runs):
     done = cli(["solve", "poisson_sinsin", "model=mlp", "model.hidden=[4]",
                 "schedule.stages=[{optimizer:lbfgs,steps:1,grid_size:null}]", "sampler.n_interior=32",
@@ -76,6 +90,8 @@ def test_list_prints_the_builtin_problems(tmp_path, cli):
     ("model.grid_size=0", "grid_size must be an integer >= 1"),
     ("precision=float16", "precision must be one of ['float32', 'float64']"),
     ("model.grid_sise=3", "grid_sise"),
+    ("model.basis=legendre", "unknown basis 'legendre'; choose one of bspline, chebyshev, fourier, rbf"),
+    ("model.normalize=clamp", "unknown input normalisation 'clamp'; choose one of affine, tanh"),
 ])
 def test_bad_override_exits_nonzero_with_a_message(tmp_path, cli, tiny_overrides, override, message):
     done = cli(["solve", "poisson", *tiny_overrides, override], tmp_path)

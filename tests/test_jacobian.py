@@ -132,6 +132,12 @@ CASES = {
     "mixed-derivative": (Mixed, lambda p: kan(2, 1, p.domain)),
     "not-pointwise": (Centred, lambda p: kan(2, 1, p.domain)),
 }
+# Global bases (kanpde.nn.bases): every point touches every coefficient of an edge (record window = whole basis).
+for _basis, _normalize in (("chebyshev", "affine"), ("chebyshev", "tanh"), ("fourier", "affine"), ("rbf", "affine")):
+    CASES[f"poisson-{_basis}-{_normalize}"] = (KANPaperPoisson, lambda p, b=_basis, m=_normalize: KAN(
+        [2, 3, 1], grid_size=4, grid_range=p.domain.ranges, seed=1, basis=b, normalize=m).double())
+    CASES[f"burgers-{_basis}-{_normalize}-wide"] = (Burgers, lambda p, b=_basis, m=_normalize: KAN(
+        [2, 5, 1], grid_size=3, grid_range=p.domain.ranges, seed=1, basis=b, normalize=m).double())
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

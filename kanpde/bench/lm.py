@@ -26,6 +26,9 @@ CASES = (  # (label, interior points, boundary points, model family, hidden widt
     ("Poisson defaults", 2500, 400, "mlp", (20, 20, 20), None),
     ("KAN paper's points", 10000, 800, "mlp", (20, 20, 20), None),
 )
+# ``--bases``: the default Poisson run's KAN at grid 20 with each edge basis (a global basis touches every
+# coefficient, so its Jacobian rows are dense and J^T J is one dense product).
+BASES = ("bspline", "chebyshev", "fourier", "rbf")
 
 
 @contextmanager
@@ -52,7 +55,7 @@ def timed(module, names: list[str], totals: dict[str, float]):
 
 
 def iteration_cost(n_interior: int, n_boundary: int, family: str, hidden, grid_size: int | None, order: int = 5,
-                   warmup: int = 5, repeats: int = 15, seed: int = 0) -> dict:
+                   warmup: int = 5, repeats: int = 15, seed: int = 0, basis: str = "bspline") -> dict:
     """Median cost of an LM iteration on the KAN paper's Poisson problem, split into its parts (ms)."""
     from kanpde import objective as objective_module
     from kanpde.nn import KAN, MLP, count_parameters
@@ -66,7 +69,7 @@ def iteration_cost(n_interior: int, n_boundary: int, family: str, hidden, grid_s
     problem = KANPaperPoisson()
     ranges = problem.domain.ranges
     if family == "kan":
-        model = KAN([2, *hidden, 1], grid_size=grid_size, order=order, grid_range=ranges, seed=seed)
+        model = KAN([2, *hidden, 1], grid_size=grid_size, order=order, grid_range=ranges, seed=seed, basis=basis)
     else:
         model = MLP([2, *hidden, 1], input_range=ranges, seed=seed)
     model = model.double()
@@ -91,7 +94,7 @@ def iteration_cost(n_interior: int, n_boundary: int, family: str, hidden, grid_s
         samples["trials"].append(report.info["trials"])
     parts = {name: 1e3 * statistics.median(values) for name, values in samples.items() if name != "trials"}
     return {"n_points": n_interior + n_boundary, "family": family, "widths": [2, *hidden, 1],
-            "grid_size": grid_size, "order": order if family == "kan" else None,
+            "grid_size": grid_size, "order": order if family == "kan" else None, "basis": basis,
             "parameters": count_parameters(model), "ms": parts,
             "trials_median": statistics.median(samples["trials"]), "repeats": repeats}
 
@@ -105,7 +108,9 @@ def markdown(results: list[dict], info: dict) -> str:
              "| points | model | parameters | " + " | ".join(names) + " |",
              "|---:|---|---:|" + "---:|" * len(names)]
     for row in results:
-        model = f"KAN {row['widths']} grid {row['grid_size']} order {row['order']}" if row["family"] == "kan" \
+        basis = row.get("basis", "bspline")
+        kind = f"order {row['order']}" if basis == "bspline" else basis
+        model = f"KAN {row['widths']} grid {row['grid_size']} {kind}" if row["family"] == "kan" \
             else f"MLP {row['widths']} tanh"
         lines.append(f"| {row['n_points']:,} | {model} | {row['parameters']} | "
                      + " | ".join(f"{row['ms'][name]:.1f}" for name in names) + " |")
@@ -117,14 +122,29 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--quick", action="store_true", help="the first case only, 3 repeats")
+    parser.add_argument("--bases", action="store_true",
+                        help="instead: the default Poisson KAN (2,900 points, grid 20) with each edge basis; also "
+                             "writes the Markdown table beside --out")
     parser.add_argument("--out", required=True, help="JSON file to write")
     args = parser.parse_args(argv)
     from kanpde.app import set_threads
+    from kanpde.bench.report import machine_info
 
     set_threads(args.threads)
-    cases = CASES[:1] if args.quick else CASES
-    results = [dict(label=label, **iteration_cost(n_i, n_b, family, hidden, grid, repeats=3 if args.quick else args.repeats))
-               for label, n_i, n_b, family, hidden, grid in cases]
+    repeats = 3 if args.quick else args.repeats
+    if args.bases:
+        load_before = machine_info(args.threads)["load_average"]
+        results = [dict(label="Poisson defaults", **iteration_cost(2500, 400, "kan", (10,), 20, repeats=repeats,
+                                                                     basis=basis)) for basis in BASES]
+        info = {"command": "python -m kanpde.bench.lm " + " ".join(sys.argv[1:] if argv is None else argv),
+                "torch": torch.__version__, "threads": args.threads,
+                "machine": f"load average {load_before} -> {machine_info(args.threads)['load_average']}"}
+        with open(args.out.removesuffix(".json") + ".md", "w") as handle:
+            handle.write(markdown(results, info))
+    else:
+        cases = CASES[:1] if args.quick else CASES
+        results = [dict(label=label, **iteration_cost(n_i, n_b, family, hidden, grid, repeats=repeats))
+                   for label, n_i, n_b, family, hidden, grid in cases]
     with open(args.out, "w") as handle:
         json.dump(results, handle, indent=1)
     return 0

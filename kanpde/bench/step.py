@@ -31,6 +31,7 @@ import torch
 
 from kanpde.derivatives import autograd_jet
 from kanpde.nn import KAN, MLP, count_parameters
+from kanpde.nn.bases import GLOBAL_BASES
 from kanpde.problems.poisson import KANPaperPoisson
 from kanpde.sampling import Sampler
 from kanpde import training
@@ -52,18 +53,21 @@ PROBLEM = KANPaperPoisson()
 class Variant:
     """One network and one way of getting its derivatives.
 
-    ``family`` is ``"kan"`` or ``"mlp"``; ``grid_size`` is None for MLPs.
+    ``family`` is ``"kan"`` or ``"mlp"``; ``grid_size`` is None for MLPs; ``basis`` is a KAN's edge basis
+    (:mod:`kanpde.nn.bases`; B-spline KANs keep their historical ids).
     """
 
     family: str
     widths: tuple[int, ...]
     grid_size: int | None
     mode: str
+    basis: str = "bspline"
 
     @property
     def model_id(self) -> str:
         widths = ",".join(map(str, self.widths))
-        return f"kan[{widths}]-g{self.grid_size}" if self.family == "kan" else f"mlp[{widths}]-tanh"
+        suffix = "" if self.basis == "bspline" else f"-{self.basis}"
+        return f"kan[{widths}]-g{self.grid_size}{suffix}" if self.family == "kan" else f"mlp[{widths}]-tanh"
 
     @property
     def id(self) -> str:
@@ -72,11 +76,12 @@ class Variant:
     @property
     def model_label(self) -> str:
         widths = ",".join(map(str, self.widths))
-        return f"KAN [{widths}] G={self.grid_size}" if self.family == "kan" else f"MLP [{widths}] tanh"
+        suffix = "" if self.basis == "bspline" else f" {self.basis}"
+        return f"KAN [{widths}] G={self.grid_size}{suffix}" if self.family == "kan" else f"MLP [{widths}] tanh"
 
     @classmethod
     def from_dict(cls, data: dict) -> "Variant":
-        return cls(data["family"], tuple(data["widths"]), data["grid_size"], data["mode"])
+        return cls(data["family"], tuple(data["widths"]), data["grid_size"], data["mode"], data.get("basis", "bspline"))
 
 
 def chunking_available() -> bool:
@@ -84,7 +89,8 @@ def chunking_available() -> bool:
 
 
 def default_variants(quick: bool = False, pykan: bool = True) -> list[Variant]:
-    """The issue's matrix: KAN [2,10,1] and [2,10,10,1] at grids 5 and 20, and the 4x100 tanh MLP.
+    """The issue's matrix: KAN [2,10,1] and [2,10,10,1] at grids 5 and 20, and the 4x100 tanh MLP; KAN [2,10,1]
+    at grid 20 also with each global basis (Chebyshev degree 20, 20 Fourier frequencies, RBF).
 
     ``quick`` keeps one KAN (grid 5) and the MLP; ``pykan`` adds pykan's KANs.
     """
@@ -93,6 +99,9 @@ def default_variants(quick: bool = False, pykan: bool = True) -> list[Variant]:
     chunked = ["trainer-chunked"] if chunking_available() else []
     kan_modes = ["forward", "trainer", *chunked, "autograd", "autograd-recursive"] + (["pykan"] if pykan else [])
     variants = [Variant("kan", widths, grid, mode) for widths, grid in kan_models for mode in kan_modes]
+    if not quick:  # the other edge bases (issue 15) on the headline KAN, cubic B-splines' row beside them
+        variants += [Variant("kan", (2, 10, 1), 20, mode, basis) for basis in GLOBAL_BASES
+                     for mode in ("forward", "trainer", "autograd")]
     mlp = (2, 100, 100, 100, 100, 1)
     variants += [Variant("mlp", mlp, None, mode) for mode in ("forward", "trainer", *chunked, "autograd")]
     return variants
@@ -169,7 +178,7 @@ def build_model(variant: Variant, dtype: torch.dtype, checkpoint_dir: str) -> to
     if variant.mode == "pykan":
         return build_pykan(variant.widths, variant.grid_size, dtype, checkpoint_dir)
     if variant.family == "kan":
-        model = KAN(list(variant.widths), grid_size=variant.grid_size, order=3, seed=0).to(dtype)
+        model = KAN(list(variant.widths), grid_size=variant.grid_size, order=3, seed=0, basis=variant.basis).to(dtype)
         if variant.mode == "autograd-recursive":
             for layer in model.layers:
                 layer.uniform = False
@@ -227,7 +236,7 @@ def chunk_check(variant: Variant, model: torch.nn.Module, points: Points, chunk:
     """Relative max difference between chunked and unchunked trainer gradients (should be round-off)."""
     make_step(variant, model, chunk)(points)
     chunked = gradient_vector(model).clone()
-    make_step(Variant(variant.family, variant.widths, variant.grid_size, "trainer"), model)(points)
+    make_step(Variant(variant.family, variant.widths, variant.grid_size, "trainer", variant.basis), model)(points)
     full = gradient_vector(model)
     return float((chunked - full).abs().max() / full.abs().max().clamp(min=1e-300))
 

@@ -1,4 +1,5 @@
-"""Ansatz networks: the B-spline KAN and the MLP baseline, both with forward derivatives."""
+"""Ansatz networks: the KAN (B-spline, Chebyshev, Fourier or RBF edges) and the MLP baseline, both with forward
+derivatives."""
 
 from kanpde.nn.jet import Jet
 from kanpde.nn.kan import KAN, KANLayer

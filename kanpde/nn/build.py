@@ -11,10 +11,11 @@ from kanpde.nn.mlp import MLP
 
 
 def build_kan(n_in: int, n_out: int, input_range, hidden: Sequence[int] = (10,), grid_size: int = 5,
-              order: int = 3, noise_scale: float = 0.1, seed: int = 0) -> KAN:
-    """A KAN ``[n_in, *hidden, n_out]`` whose first-layer grid spans ``input_range`` (the domain)."""
+              order: int = 3, noise_scale: float = 0.1, seed: int = 0, basis: str = "bspline",
+              normalize: str = "affine") -> KAN:
+    """A KAN ``[n_in, *hidden, n_out]`` whose first-layer grid (or basis range) spans ``input_range`` (the domain)."""
     return KAN([n_in, *hidden, n_out], grid_size=grid_size, order=order, grid_range=input_range,
-               noise_scale=noise_scale, seed=seed)
+               noise_scale=noise_scale, seed=seed, basis=basis, normalize=normalize)
 
 
 def build_mlp(n_in: int, n_out: int, input_range, hidden: Sequence[int] = (100, 100, 100, 100),
@@ -26,10 +27,10 @@ def build_mlp(n_in: int, n_out: int, input_range, hidden: Sequence[int] = (100, 
 def model_spec(model: torch.nn.Module) -> dict:
     """Plain data (lists, ints, strings) from which :func:`model_from_spec` rebuilds ``model``'s shape."""
     if isinstance(model, KAN):
-        first = model.layers[0].knots
-        ranges = torch.stack([first[:, model.order], first[:, -model.order - 1]], dim=1)
+        ranges = torch.stack(model.layers[0].input_range(), dim=1)
         return {"family": "kan", "widths": list(model.widths), "grid_size": model.grid_size,
-                "order": model.order, "grid_range": ranges.tolist()}
+                "order": model.order, "grid_range": ranges.tolist(), "basis": model.basis,
+                "normalize": model.normalize}
     if isinstance(model, MLP):
         ranges = torch.stack([model.center - model.half_width, model.center + model.half_width], dim=1)
         return {"family": "mlp", "widths": list(model.widths), "activation": model.activation,
@@ -41,7 +42,8 @@ def model_from_spec(spec: dict) -> torch.nn.Module:
     """An untrained model of the shape ``spec`` describes (load the state dict into it)."""
     family = spec.get("family")
     if family == "kan":
-        return KAN(spec["widths"], grid_size=spec["grid_size"], order=spec["order"], grid_range=spec["grid_range"])
+        return KAN(spec["widths"], grid_size=spec["grid_size"], order=spec["order"], grid_range=spec["grid_range"],
+                   basis=spec.get("basis", "bspline"), normalize=spec.get("normalize", "affine"))
     if family == "mlp":
         return MLP(spec["widths"], activation=spec["activation"], input_range=spec["input_range"])
     raise ValueError(f"unknown model family {family!r} in checkpoint; expected 'kan' or 'mlp'")

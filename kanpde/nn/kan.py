@@ -1,10 +1,13 @@
-"""Kolmogorov-Arnold Networks with B-spline edges, forward derivatives and grid extension.
+"""Kolmogorov-Arnold Networks with B-spline (or Chebyshev, Fourier, RBF) edges, forward derivatives and grid
+extension.
 
 Each edge (input i -> output j) carries phi_ij(x) = w_base_ij * silu(x) + w_spline_ij * sum_m c_ijm B_m(x)
 (Liu et al., *KAN: Kolmogorov-Arnold Networks*, 2024, eq. 2.10); nodes sum their incoming edges.
 Both branches are written as one matmul: per input, the features [silu(x), B_0(x), ..., B_{M-1}(x)] are
 multiplied by the weights [w_base, w_spline * c]. The same matmul carries the derivatives forward
 (see :meth:`KANLayer.forward_jet`), which is what makes the residual of a second-order PDE cheap.
+``basis`` swaps B_m for a global basis of :mod:`kanpde.nn.bases` on the layer's input range; the rest of
+the layer (silu branch, jets, tape records, least-squares refits) is the same for every basis.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from kanpde.nn.bases import GLOBAL_BASES, check_basis, global_basis
 from kanpde.nn.jet import Jet
 from kanpde.nn.tape import SplineRecord, active_tape
 from kanpde.nn.splines import general_basis, is_uniform, make_knots, uniform_basis, uniform_local
@@ -69,10 +73,18 @@ class KANLayer(nn.Module):
         grid_range: ``(lo, hi)`` for all inputs, or one pair per input.
         noise_scale: initial spline coefficients are uniform in ``noise_scale / G * [-1/2, 1/2]``.
         generator: random generator for the initialisation (seeded by :class:`KAN`).
+        basis: ``"bspline"`` (knots on ``grid_range``) or a global basis of :mod:`kanpde.nn.bases`
+            (``"chebyshev"``, ``"fourier"``, ``"rbf"``) on ``grid_range``, sized by ``grid_size``; ``order``
+            is then unused.
+        normalize: how a global basis maps ``grid_range`` onto [-1, 1]: ``"affine"`` or ``"tanh"``.
     """
 
+    # Defaults for layers assembled without __init__ (copies made by __new__ elsewhere): B-spline edges.
+    basis_name, normalize = "bspline", "affine"
+
     def __init__(self, n_in: int, n_out: int, grid_size: int = 5, order: int = 3, grid_range=(-1.0, 1.0),
-                 noise_scale: float = 0.1, generator: torch.Generator | None = None):
+                 noise_scale: float = 0.1, generator: torch.Generator | None = None, *, basis: str = "bspline",
+                 normalize: str = "affine"):
         super().__init__()
         if not _is_positive_integer(grid_size):
             raise ValueError(f"grid_size must be an integer >= 1, got {grid_size!r}")
@@ -80,12 +92,19 @@ class KANLayer(nn.Module):
             raise ValueError(f"order must be an integer >= 1 (3 is cubic), got {order!r}")
         if n_in < 1 or n_out < 1:
             raise ValueError(f"layer widths must be >= 1, got {n_in} -> {n_out}")
+        check_basis(basis, normalize)
+        if basis in GLOBAL_BASES:
+            GLOBAL_BASES[basis].check_grid_size(int(grid_size))
         self.n_in, self.n_out, self.grid_size, self.order = n_in, n_out, int(grid_size), int(order)
+        self.basis_name, self.normalize = basis, normalize
         ranges = as_ranges(grid_range, n_in, "grid_range")
         dtype = torch.get_default_dtype()
-        self.register_buffer("knots", make_knots(ranges[:, 0], ranges[:, 1], self.grid_size, self.order).to(dtype))
-        self.uniform = True
-        n_basis = self.grid_size + self.order
+        if basis == "bspline":
+            self.register_buffer("knots", make_knots(ranges[:, 0], ranges[:, 1], self.grid_size, self.order).to(dtype))
+        else:
+            self.register_buffer("bounds", ranges.to(dtype))  # (in, 2): the range mapped onto [-1, 1]
+        self.uniform = basis == "bspline"
+        n_basis = self.n_basis
         noise = (torch.rand(n_in, n_out, n_basis, generator=generator, dtype=torch.float64) - 0.5)
         self.coef = nn.Parameter((noise * noise_scale / self.grid_size).to(dtype))  # (in, out, M)
         bound = 1.0 / math.sqrt(n_in)
@@ -95,17 +114,34 @@ class KANLayer(nn.Module):
 
     @property
     def n_basis(self) -> int:
-        return self.grid_size + self.order
+        return self.basis_size(self.grid_size)
+
+    def basis_size(self, grid_size: int) -> int:
+        """Coefficients per edge at ``grid_size``: G + k for B-splines, else the global basis's size."""
+        if self.basis_name == "bspline":
+            return int(grid_size) + self.order
+        return GLOBAL_BASES[self.basis_name].size(int(grid_size))
+
+    def input_range(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(lo, hi)``, each ``(in,)``: where the basis is resolved (B-splines vanish outside it)."""
+        if self.basis_name == "bspline":
+            return self.knots[:, self.order], self.knots[:, -self.order - 1]
+        return self.bounds[:, 0], self.bounds[:, 1]
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-        self.uniform = is_uniform(self.knots)  # adapted grids are not uniform; the flag is not a buffer
+        if self.basis_name == "bspline":
+            self.uniform = is_uniform(self.knots)  # adapted grids are not uniform; the flag is not a buffer
 
     def extra_repr(self) -> str:
-        return f"{self.n_in} -> {self.n_out}, grid_size={self.grid_size}, order={self.order}, uniform={self.uniform}"
+        kind = "" if self.basis_name == "bspline" else f", basis={self.basis_name}, normalize={self.normalize}"
+        return (f"{self.n_in} -> {self.n_out}, grid_size={self.grid_size}, order={self.order}, "
+                f"uniform={self.uniform}{kind}")
 
     def basis(self, h: torch.Tensor, n_derivatives: int = 0) -> list[torch.Tensor]:
-        """B-spline bases at ``h`` (N, in): a list of ``(N, in, M)`` tensors (value, then derivatives)."""
+        """Basis values at ``h`` (N, in): a list of ``(N, in, M)`` tensors (value, then derivatives)."""
+        if self.basis_name != "bspline":
+            return global_basis(h, self.bounds, self.basis_name, self.normalize, self.grid_size, n_derivatives)
         evaluate = uniform_basis if self.uniform else general_basis
         return evaluate(h, self.knots, self.order, n_derivatives)
 
@@ -116,7 +152,15 @@ class KANLayer(nn.Module):
     def edge_functions(self, h: torch.Tensor, n_derivatives: int = 2) -> torch.Tensor:
         """phi_ij and its derivatives at ``h`` (N, in): ``(n_derivatives + 1, N, in, out)``."""
         coef = self.scale_spline.unsqueeze(-1) * self.coef  # (in, out, M)
-        if self.uniform and self.n_out < DENSE_MIN_OUTPUTS:
+        if self.basis_name != "bspline":
+            # A global basis: every point touches all M coefficients, so the record's window is the whole basis.
+            local = torch.stack(self.basis(h, n_derivatives))  # (K, N, in, M)
+            n_orders, n = local.shape[:2]
+            by_input = local.permute(2, 0, 1, 3).reshape(self.n_in, n_orders * n, self.n_basis)  # (in, K N, M)
+            spline = torch.bmm(by_input, coef.transpose(1, 2))  # (in, K N, out)
+            spline = spline.reshape(self.n_in, n_orders, n, self.n_out).permute(1, 2, 0, 3)  # (K, N, in, out)
+            start = torch.zeros(h.shape, dtype=torch.long, device=h.device)
+        elif self.uniform and self.n_out < DENSE_MIN_OUTPUTS:
             # Only k + 1 bases are non-zero per (point, input): gather their coefficients instead of
             # multiplying a mostly-zero dense basis (memory traffic, not flops, is the cost on CPU).
             local, interval = uniform_local(h, self.knots, self.order, n_derivatives)  # (K, N, in, k+1)
@@ -177,14 +221,43 @@ class KANLayer(nn.Module):
         return torch.einsum("nim,iom->nio", b, self.coef)
 
     @torch.no_grad()
-    def refit(self, h: torch.Tensor, new_knots: torch.Tensor, new_grid_size: int) -> "KANLayer":
-        """A copy of this layer on ``new_knots`` (in, G' + 2k + 1), with coefficients fitted by least squares
-        so that each edge's spline matches this layer's on the samples ``h`` (N, in)."""
+    def refit_range(self, h: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, new_grid_size: int,
+                    adaptive: float = 0.0) -> "KANLayer":
+        """A copy of this layer resolving ``[lo, hi]`` (each (in,)) at ``new_grid_size``, fitted by least squares
+        to this layer's edges on the samples ``h`` (N, in): new knots for B-splines (``adaptive`` blends
+        them with the quantiles of ``h``), a new range (and degree, frequencies or centres) for global bases."""
+        if self.basis_name == "bspline":
+            return self.refit(h, _knots_for(h, lo, hi, int(new_grid_size), self.order, adaptive), int(new_grid_size))
+        if adaptive > 0:
+            raise ValueError(f"adaptive knots (grid_update.adaptive={adaptive}) apply to B-splines only; a "
+                             f"{self.basis_name} basis has no knots: set grid_update.adaptive=0 or model.basis=bspline")
+        GLOBAL_BASES[self.basis_name].check_grid_size(int(new_grid_size))
+        layer = self._empty_copy(int(new_grid_size))
+        layer.register_buffer("bounds", torch.stack([lo, hi], dim=1).to(self.bounds))
+        return self._fit_into(layer, h)
+
+    def _empty_copy(self, grid_size: int) -> "KANLayer":
         layer = KANLayer.__new__(KANLayer)
         nn.Module.__init__(layer)
-        layer.n_in, layer.n_out, layer.order, layer.grid_size = self.n_in, self.n_out, self.order, new_grid_size
+        layer.n_in, layer.n_out, layer.order, layer.grid_size = self.n_in, self.n_out, self.order, grid_size
+        layer.basis_name, layer.normalize = self.basis_name, self.normalize
+        layer.uniform = self.basis_name == "bspline"
+        return layer
+
+    @torch.no_grad()
+    def refit(self, h: torch.Tensor, new_knots: torch.Tensor, new_grid_size: int) -> "KANLayer":
+        """A copy of this (B-spline) layer on ``new_knots`` (in, G' + 2k + 1), with coefficients fitted by least
+        squares so that each edge's spline matches this layer's on the samples ``h`` (N, in)."""
+        if self.basis_name != "bspline":
+            raise TypeError(f"refit takes knots, which a {self.basis_name} layer has none of; use refit_range")
+        layer = self._empty_copy(new_grid_size)
         layer.register_buffer("knots", new_knots.to(self.knots))
         layer.uniform = is_uniform(new_knots)
+        return self._fit_into(layer, h)
+
+    def _fit_into(self, layer: "KANLayer", h: torch.Tensor) -> "KANLayer":
+        """Give ``layer`` (buffers set, no parameters yet) this layer's weights and the least-squares fit of
+        this layer's spline branch on ``h`` (N, in)."""
         target = self.spline_values(h).transpose(0, 1)  # (in, N, out)
         (basis,) = layer.basis(h)
         layer.coef = nn.Parameter(_least_squares(basis.transpose(0, 1), target).transpose(1, 2).contiguous())
@@ -221,10 +294,16 @@ class KAN(nn.Module):
             through :meth:`update_grid`.
         noise_scale: scale of the random initial spline coefficients.
         seed: seed of the initialisation; the global RNG is left alone.
+        basis, normalize: the edge basis (``"bspline"``, ``"chebyshev"``, ``"fourier"``, ``"rbf"``) and, for the
+            global ones, how each layer's range is mapped onto [-1, 1] (``"affine"`` or ``"tanh"``); see
+            :mod:`kanpde.nn.bases`. ``grid_size`` is the Chebyshev degree, the number of Fourier frequencies
+            or of RBF intervals.
     """
 
+    basis, normalize = "bspline", "affine"  # for networks assembled without __init__
+
     def __init__(self, widths: Sequence[int], grid_size: int = 5, order: int = 3, grid_range=(-1.0, 1.0),
-                 noise_scale: float = 0.1, seed: int | None = 0):
+                 noise_scale: float = 0.1, seed: int | None = 0, basis: str = "bspline", normalize: str = "affine"):
         super().__init__()
         widths = [int(w) for w in widths]
         if len(widths) < 2 or any(w < 1 for w in widths):
@@ -233,9 +312,12 @@ class KAN(nn.Module):
         generator.manual_seed(0 if seed is None else int(seed))
         if seed is None:
             generator.seed()
+        check_basis(basis, normalize)
         self.widths, self.order = widths, int(order)
+        self.basis, self.normalize = basis, normalize
         self.layers = nn.ModuleList(
-            KANLayer(n_in, n_out, grid_size, order, grid_range if i == 0 else (-1.0, 1.0), noise_scale, generator)
+            KANLayer(n_in, n_out, grid_size, order, grid_range if i == 0 else (-1.0, 1.0), noise_scale, generator,
+                     basis=basis, normalize=normalize)
             for i, (n_in, n_out) in enumerate(zip(widths[:-1], widths[1:]))
         )
 
@@ -244,10 +326,10 @@ class KAN(nn.Module):
         return self.layers[0].grid_size
 
     def count_parameters(self, grid_size: int | None = None) -> int:
-        """Trainable scalars at ``grid_size`` (the current grid by default): per edge G + k coefficients,
-        w_base and w_spline."""
+        """Trainable scalars at ``grid_size`` (the current grid by default): per edge the basis coefficients
+        (G + k for B-splines), w_base and w_spline."""
         grid = self.grid_size if grid_size is None else int(grid_size)
-        return sum(layer.n_in * layer.n_out * (grid + self.order + 2) for layer in self.layers)
+        return sum(layer.n_in * layer.n_out * (layer.basis_size(grid) + 2) for layer in self.layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Network output ``(N, widths[-1])`` at ``x`` (N, widths[0])."""
@@ -289,14 +371,11 @@ class KAN(nn.Module):
         new = KAN.__new__(KAN)
         nn.Module.__init__(new)
         new.widths, new.order = list(self.widths), self.order
+        new.basis, new.normalize = self.basis, self.normalize
         layers = []
         for index, (layer, h) in enumerate(zip(self.layers, self.layer_inputs(samples))):
-            if index == 0:
-                lo, hi = layer.knots[:, self.order], layer.knots[:, -self.order - 1]
-            else:
-                lo, hi = _padded_range(h, margin)
-            knots = _knots_for(h, lo, hi, int(new_grid_size), self.order, adaptive)
-            layers.append(layer.refit(h, knots, int(new_grid_size)))
+            lo, hi = layer.input_range() if index == 0 else _padded_range(h, margin)
+            layers.append(layer.refit_range(h, lo, hi, int(new_grid_size), adaptive))
         new.layers = nn.ModuleList(layers)
         return new
 
@@ -314,9 +393,9 @@ class KAN(nn.Module):
                 h = layer(h)
                 continue
             lo, hi = _padded_range(h, margin)
-            knots = _knots_for(h, lo, hi, layer.grid_size, self.order, adaptive)
-            fitted = layer.refit(h, knots, layer.grid_size)
-            layer.knots.copy_(fitted.knots)
+            fitted = layer.refit_range(h, lo, hi, layer.grid_size, adaptive)
+            for name, buffer in fitted.named_buffers():  # knots, or a global basis's bounds
+                getattr(layer, name).copy_(buffer)
             layer.uniform = fitted.uniform
             layer.coef.copy_(fitted.coef)
             h = layer(h)  # the next layer sees the updated activations (as pykan's update_grid_from_samples)
@@ -326,7 +405,7 @@ class KAN(nn.Module):
         """Per layer, the fraction of activations at ``samples`` outside its grid (where splines vanish)."""
         fractions = []
         for layer, h in zip(self.layers, self.layer_inputs(samples)):
-            lo, hi = layer.knots[:, self.order], layer.knots[:, -self.order - 1]
+            lo, hi = layer.input_range()
             fractions.append(float(((h < lo) | (h > hi)).to(torch.float64).mean()))
         return fractions
 
