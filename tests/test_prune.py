@@ -12,9 +12,9 @@ from kanpde.prune import edge_activations, edge_scores, node_scores, prune, sele
 from kanpde.problems.poisson import SinSinPoisson
 
 
-def kan_with_dead_nodes(dead=(1, 3)) -> KAN:
+def kan_with_dead_nodes(dead=(1, 3), basis: str = "bspline") -> KAN:
     """A KAN [2, 5, 1] whose hidden nodes ``dead`` feed nothing forward (their output edges are zero)."""
-    model = KAN([2, 5, 1], grid_size=4, order=3, seed=2).double()
+    model = KAN([2, 5, 1], grid_size=4, order=3, seed=2, basis=basis).double()
     with torch.no_grad():
         last = model.layers[1]
         for node in dead:
@@ -36,8 +36,9 @@ def test_scores_are_relative_and_find_dead_nodes():
     assert torch.all(nodes[[1, 3]] == 0) and torch.all(nodes[[0, 2, 4]] > 0.01)
 
 
-def test_pruning_removes_dead_nodes_and_keeps_the_output():
-    model, x = kan_with_dead_nodes(), samples()
+@pytest.mark.parametrize("basis", ["bspline", "chebyshev", "fourier", "rbf"])
+def test_pruning_removes_dead_nodes_and_keeps_the_output(basis):
+    model, x = kan_with_dead_nodes(basis=basis), samples()
     smaller = prune(model, x, threshold=0.01)
     assert smaller.widths == [2, 3, 1]
     assert model.widths == [2, 5, 1]  # the original is left alone
