@@ -142,6 +142,13 @@ class Sampler:
         self.adaptive = adaptive
         self._draws = 0
 
+    def state_dict(self) -> dict:
+        """The draw counter: every draw's seed derives from it, so restoring it repeats the draws to come."""
+        return {"draws": self._draws}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._draws = int(state["draws"])
+
     def _next_seed(self) -> int:
         self._draws += 1
         return self.seed * 1_000_003 + self._draws
