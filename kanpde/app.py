@@ -19,10 +19,13 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from kanpde import signals
+from kanpde.nn import KAN
 from kanpde.problem import Problem
 from kanpde.results import CHECKPOINT, save_checkpoint, write_run
-from kanpde.resume import RUN_ONLY, CheckpointError, config_drift, describe_drift, resume_state
-from kanpde.sampling import evaluation_grid
+from kanpde.resume import (RUN_ONLY, CheckpointError, FolderInUse, config_drift, describe_drift, folder_lock,
+                           resume_state)
+from kanpde.sampling import evaluation_grid, grid_side
+from kanpde.settings import SettingsError, check_settings
 from kanpde.training import Evaluation, GridUpdate, Stage, check_optimizer_sizes, train
 from kanpde.validation import ValidationReport, check_reference, validate
 
@@ -108,6 +111,7 @@ class Setup:
 
 def build(cfg: DictConfig, problem_name: str | None = None) -> Setup:
     """Build problem, model, stages, optimizers, sampler and evaluation set from ``cfg``."""
+    check_run_settings(cfg)
     if cfg.precision not in PRECISIONS:
         raise ConfigError(f"precision must be one of {sorted(PRECISIONS)}, got {cfg.precision!r}")
     dtype = PRECISIONS[cfg.precision]
@@ -135,14 +139,34 @@ def build(cfg: DictConfig, problem_name: str | None = None) -> Setup:
         raise ConfigError(f"{error} (schedule=lbfgs trains it with L-BFGS)") from None
     try:  # probe the user's functions on a few points before any training, and before exact() meets the test grid
         report = validate(problem, model, cfg.derivatives)
-        evaluation = make_evaluation(problem, cfg.eval.points_per_side)
+        evaluation = make_evaluation(problem, cfg.eval.get("points_per_side"), cfg.eval.get("n_points", 10201))
     except ValueError as error:  # InvalidProblem (and its TypeError variant) says what to fix
         raise ConfigError(str(error)) from None
+    check_spline_order(model, report.derivative_order)
     log.info(report.summary())
     if evaluation is not None:
         evaluation = Evaluation(evaluation.points.to(device=device, dtype=dtype),
                                 evaluation.values.to(device=device, dtype=dtype))
     return Setup(problem, model, stages, optimizers, sampler, evaluation, grid_update, dtype, device, report)
+
+
+def check_run_settings(cfg: DictConfig) -> None:
+    """Unknown keys and wrongly typed values among the run settings (``kanpde.settings``), as ConfigError."""
+    try:
+        check_settings(cfg)
+    except SettingsError as error:
+        raise ConfigError(str(error)) from None
+
+
+def check_spline_order(model: torch.nn.Module, derivative_order: int) -> None:
+    """Refuse a KAN whose splines cannot have the derivatives the residual reads: B-splines of order k are
+    piecewise polynomials of degree k, so with k = 1 every second derivative is 0 inside each grid cell and
+    training fits the SiLU branch alone (``solve poisson model.order=1`` ended at rel_l2 1.17)."""
+    order = getattr(model, "order", None)
+    if isinstance(model, KAN) and order is not None and order < derivative_order:
+        raise ConfigError(f"model.order={order}: B-splines of order {order} have no derivative of order "
+                          f"{derivative_order} (it is 0 inside every grid cell), and the residual reads derivatives "
+                          f"of order {derivative_order}; use model.order >= {derivative_order} (3: cubic, 5: quintic)")
 
 
 def set_threads(threads: int) -> None:
@@ -153,12 +177,18 @@ def set_threads(threads: int) -> None:
     threadpool_limits(threads)
 
 
-def make_evaluation(problem: Problem, points_per_side: int = 101) -> Evaluation | None:
-    """Test points and true values: the problem's reference data, else its exact solution on a grid."""
+def make_evaluation(problem: Problem, points_per_side: int | None = None, n_points: int = 10201) -> Evaluation | None:
+    """Test points and true values: the problem's reference data, else its exact solution on a grid of
+    ``points_per_side`` per side, or (None) of at most ``n_points`` points in all, whatever the dimension."""
     reference = problem.reference()
     if reference is not None:
         return Evaluation(*check_reference(problem, reference))
-    points = evaluation_grid(problem.domain, points_per_side)
+    if points_per_side is None:
+        points_per_side = grid_side(n_points, problem.domain.dim)
+    elif isinstance(points_per_side, bool) or int(points_per_side) != points_per_side or points_per_side < 2:
+        raise ValueError(f"eval.points_per_side must be an integer >= 2 or null (then eval.n_points sizes the grid), "
+                         f"got {points_per_side!r}")
+    points = evaluation_grid(problem.domain, int(points_per_side))
     exact = problem.exact(points)
     if exact is None:
         return None
@@ -264,6 +294,7 @@ def run(cfg: DictConfig, output_dir: str | os.PathLike, problem_name: str | None
     ``interrupted`` and a checkpoint of the last completed step (metrics.json says which signal).
     """
     output_dir = Path(output_dir)
+    check_run_settings(cfg)
     if cfg.train.get("skip_if_done"):
         done = finished_run(output_dir, cfg)
         if done is not None:
@@ -284,6 +315,15 @@ def run(cfg: DictConfig, output_dir: str | os.PathLike, problem_name: str | None
     elif cfg.get("resume"):
         log.info("no earlier run with this config to resume (resume=%s): starting afresh", cfg.resume)
     output_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        with folder_lock(output_dir):
+            return _train_in(cfg, output_dir, problem_name, state)
+    except FolderInUse as error:
+        raise ConfigError(str(error)) from None
+
+
+def _train_in(cfg: DictConfig, output_dir: Path, problem_name: str | None, state: dict | None) -> dict:
+    """:func:`run`'s work once the folder is chosen (and held): build, train from ``state`` or afresh, write."""
     checkpoint_path = output_dir / CHECKPOINT
 
     def checkpoint(model, step, resume):

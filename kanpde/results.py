@@ -9,6 +9,7 @@ import os
 import platform
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -86,6 +87,7 @@ def write_run(folder: str | os.PathLike, result: Result, problem, evaluation: Ev
     """Write every output of a run into ``folder``; returns the metrics written."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
     metrics = {**result.metrics, **(info or {}), "message": result.message, "environment": environment()}
     files = ["metrics.json", "history.csv"]
     try:  # a checkpoint that cannot be written (a full disk) must not cost metrics.json
@@ -113,6 +115,7 @@ def write_run(folder: str | os.PathLike, result: Result, problem, evaluation: Ev
         if name:
             files.append(name)
     metrics["files"] = files
+    metrics["output_time"] = time.perf_counter() - start  # predictions, checkpoint, history and plots
     metrics = _clean(metrics)
     with open(folder / "metrics.json", "w") as handle:
         json.dump(metrics, handle, indent=2)

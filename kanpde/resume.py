@@ -15,9 +15,11 @@ nothing in a checkpoint can run code.
 from __future__ import annotations
 
 import copy
+import os
 import pickle
 import random
 import zipfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +39,53 @@ RESUME_FREE = RUN_ONLY + ("train.max_time",)
 
 class CheckpointError(ValueError):
     """A checkpoint cannot be used; the message says why and what to do."""
+
+
+class FolderInUse(RuntimeError):
+    """Another live process trains in this run folder."""
+
+
+@contextmanager
+def folder_lock(folder: Path):
+    """Hold ``folder/run.lock`` (our pid) while training in ``folder``: two processes never write one run
+    folder (two ``resume=auto`` started at once would both continue the same run). A lock whose process is
+    gone (killed with SIGKILL) is taken over."""
+    path = Path(folder) / "run.lock"
+    for _ in range(2):
+        try:
+            handle = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            break
+        except FileExistsError:
+            pid = _lock_owner(path)
+            if pid is not None and pid != os.getpid() and _alive(pid):
+                raise FolderInUse(f"{folder} is in use by another kanpde process (pid {pid}); two runs never share "
+                                  f"a run folder. Wait for it, or stop it (kill -TERM {pid}) and resume") from None
+            path.unlink(missing_ok=True)  # stale: its process is gone
+    else:
+        raise FolderInUse(f"cannot take {path}: another process keeps creating it")
+    os.write(handle, str(os.getpid()).encode())
+    os.close(handle)
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _lock_owner(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, under another user
+    return True
 
 
 @dataclass

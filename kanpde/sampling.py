@@ -211,6 +211,13 @@ def _split(n: int, fractions: np.ndarray) -> list[int]:
     return counts.tolist()
 
 
+def grid_side(n_points: int, dim: int) -> int:
+    """Points per side of the largest tensor grid in ``dim`` dimensions with at most ``n_points`` points (>= 2)."""
+    if isinstance(n_points, bool) or int(n_points) != n_points or n_points < 2:
+        raise ValueError(f"the test-grid budget eval.n_points must be an integer >= 2, got {n_points!r}")
+    return max(2, int(math.floor(n_points ** (1.0 / max(dim, 1)) + 1e-9)))
+
+
 def evaluation_grid(box: Box, points_per_side: int = 101) -> torch.Tensor:
     """A fixed tensor grid including the boundary, (points_per_side^dim, dim), float64 (for metrics)."""
     axes = [np.linspace(lo, hi, points_per_side) for lo, hi in box.ranges]

@@ -98,3 +98,183 @@ def test_a_bad_setting_is_still_a_config_error():
     cfg = compose_solve(["problem=poisson_sinsin", "model.grid_size=0"])
     with pytest.raises(app.ConfigError, match="grid_size must be an integer >= 1"):
         app.build(cfg, "poisson_sinsin")
+
+
+# ------------------------------------------------------------------------------------- the test grid
+
+
+@pytest.mark.parametrize("dim, side", [(1, 10201), (2, 101), (3, 21), (4, 10)])
+def test_the_test_grid_is_a_total_point_budget(dim, side):
+    from kanpde.sampling import grid_side
+
+    assert grid_side(10201, dim) == side  # 2-D keeps its 101 x 101 grid; 3-D gets 9,261 points, not 101^3
+
+
+def test_a_3d_problem_gets_a_grid_sized_by_dimension():
+    from kanpde.app import make_evaluation
+    from kanpde.problems.poisson3d import Poisson3D
+
+    evaluation = make_evaluation(Poisson3D())
+    assert evaluation.points.shape == (21**3, 3)
+    assert make_evaluation(Poisson3D(), points_per_side=5).points.shape == (125, 3)  # per side, when asked
+
+
+@pytest.mark.parametrize("n_points", [1, 0, 2.5, True])
+def test_bad_test_grid_budget(n_points):
+    from kanpde.sampling import grid_side
+
+    with pytest.raises(ValueError, match=r"eval.n_points must be an integer >= 2"):
+        grid_side(n_points, 2)
+
+
+@pytest.mark.parametrize("side", [1, 0, 2.5])
+def test_bad_points_per_side(side):
+    from kanpde.app import make_evaluation
+
+    with pytest.raises(ValueError, match=r"eval.points_per_side must be an integer >= 2 or null"):
+        make_evaluation(SinSinPoisson(), points_per_side=side)
+
+
+# ------------------------------------------------------------------------------------- settings schema
+
+
+@pytest.mark.parametrize("override, message", [
+    ("+train.max_tme=5", r"setting train.max_tme: no such key in train; known: \['max_time'"),
+    ("train.max_time=abc", r"setting train.max_time: Value 'abc' of type 'str' could not be converted to Float"),
+    ("seed=1.5", r"setting seed: Value '1.5' of type 'float' could not be converted to Integer"),
+    ("train.plot=maybe", r"setting train.plot: Value 'maybe' is not a valid bool"),
+    ("+eval.n_point=3", r"setting eval.n_point: no such key in eval; known: \['n_points'"),
+    ("+colour=red", r"unknown setting 'colour'; the settings are \["),
+])
+def test_unknown_keys_and_wrong_types_name_the_key(override, message):
+    from kanpde import app
+
+    cfg = compose_solve(["problem=poisson_sinsin", override])
+    with pytest.raises(app.ConfigError, match=message):
+        app.build(cfg, "poisson_sinsin")
+
+
+def test_every_shipped_config_meets_the_schema():
+    from kanpde.settings import check_settings
+
+    for experiment in ("helmholtz", "kan_paper_poisson", "scaling_poisson_kan", "scaling_poisson_mlp"):
+        check_settings(compose_solve([f"+experiment={experiment}"]))
+    check_settings(compose_solve(["grid_update=null", "resume=auto", "train.max_time=5", "threads=1"]))
+
+
+# ------------------------------------------------------------------------------------- spline order
+
+
+def test_a_spline_order_too_low_for_the_residual_is_refused():
+    """Linear splines have no second derivative: `solve poisson model.order=1` trained to rel_l2 1.17."""
+    from kanpde import app
+
+    cfg = compose_solve(["problem=poisson", "model.order=1"])
+    with pytest.raises(app.ConfigError, match=r"model.order=1: B-splines of order 1 have no derivative of order 2"
+                                               r".*use model.order >= 2"):
+        app.build(cfg, "poisson")
+    assert app.build(compose_solve(["problem=poisson", "model.order=2", "model.hidden=[2]"]), "poisson")
+
+
+def test_the_validation_report_knows_the_derivative_order():
+    from kanpde.validation import validate
+
+    problem = MixedPoisson()
+    model = KAN([2, 2, 1], grid_range=problem.domain.ranges).to(torch.float64)
+    assert validate(problem, model).derivative_order == 2
+
+
+# ------------------------------------------------------------------------------------- run folders
+
+
+def test_two_processes_never_share_a_run_folder(tmp_path):
+    """A folder another live process trains in is refused; a lock left by a killed process is taken over."""
+    import subprocess
+    import sys
+
+    from kanpde.resume import FolderInUse, folder_lock
+
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        (tmp_path / "run.lock").write_text(str(other.pid))
+        with pytest.raises(FolderInUse, match=rf"in use by another kanpde process \(pid {other.pid}\)"):
+            with folder_lock(tmp_path):
+                pass
+    finally:
+        other.kill()
+        other.wait()
+    with folder_lock(tmp_path):  # its process is gone: a stale lock
+        assert (tmp_path / "run.lock").read_text() == str(__import__("os").getpid())
+    assert not (tmp_path / "run.lock").exists()
+
+
+def test_resume_of_a_folder_in_use_is_a_config_error(tmp_path):
+    import subprocess
+    import sys
+
+    from kanpde import app
+
+    cfg = compose_solve(["problem=poisson_sinsin", "schedule.stages=[{optimizer:lm,steps:1,grid_size:3}]",
+                         "sampler.n_interior=16", "sampler.n_boundary=8", "eval.points_per_side=5",
+                         "model.hidden=[2]", "train.plot=false", "train.progress=false"])
+    folder = tmp_path / "run"
+    app.run(cfg, folder, "poisson_sinsin")
+    metrics = json.loads((folder / "metrics.json").read_text())
+    metrics["status"] = "interrupted"  # as if stopped: resumable
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        (folder / "run.lock").write_text(str(other.pid))
+        cfg.resume = str(folder)
+        with pytest.raises(app.ConfigError, match="in use by another kanpde process"):
+            app.run(cfg, tmp_path / "new", "poisson_sinsin")
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_resume_names_the_keys_that_differ(tmp_path):
+    from kanpde import app
+
+    base = ["problem=poisson_sinsin", "schedule.stages=[{optimizer:lm,steps:1,grid_size:3}]", "sampler.n_interior=16",
+            "sampler.n_boundary=8", "eval.points_per_side=5", "model.hidden=[2]", "train.plot=false",
+            "train.progress=false"]
+    folder = tmp_path / "run"
+    app.run(compose_solve(base), folder, "poisson_sinsin")
+    changed = compose_solve([*base, f"resume={folder}", "model.grid_size=4", "seed=3", "train.max_time=9"])
+    with pytest.raises(app.ConfigError, match=r"that run had other settings.*\(model.grid_size: 5 -> 4; model.seed: 0 -> 3; "
+                                               r"sampler.seed: 0 -> 3; seed: 0 -> 3\)"):
+        app.run(changed, tmp_path / "new", "poisson_sinsin")
+    with pytest.raises(app.ConfigError, match=r"resume=.*nowhere: no run folder there"):
+        app.run(compose_solve([*base, f"resume={tmp_path / 'nowhere'}"]), tmp_path / "new", "poisson_sinsin")
+    # the same settings (a new time budget is allowed): a finished run is reported, not retrained
+    stamp = (folder / "metrics.json").stat().st_mtime_ns
+    again = app.run(compose_solve([*base, f"resume={folder}", "train.max_time=9"]), tmp_path / "new", "poisson_sinsin")
+    assert again["status"] == "completed" and (folder / "metrics.json").stat().st_mtime_ns == stamp
+
+
+def test_resume_auto_without_an_earlier_run_starts_afresh(tmp_path):
+    from kanpde import app
+
+    cfg = compose_solve(["problem=poisson_sinsin", "schedule.stages=[{optimizer:lm,steps:1,grid_size:3}]",
+                         "sampler.n_interior=16", "sampler.n_boundary=8", "eval.points_per_side=5",
+                         "model.hidden=[2]", "train.plot=false", "train.progress=false", "resume=auto"])
+    metrics = app.run(cfg, tmp_path / "runs" / "first", "poisson_sinsin")
+    assert metrics["status"] == "completed" and "resumed_at_step" not in metrics
+
+
+# ------------------------------------------------------------------------------------- the command line
+
+
+def test_output_piped_into_head_ends_quietly(tmp_path, cli_env):
+    """`kanpde list | head -3`: the reader goes away before kanpde has written; no BrokenPipeError traceback."""
+    import subprocess
+    import sys
+
+    process = subprocess.Popen([sys.executable, "-m", "kanpde", "list"], cwd=tmp_path, env=cli_env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process.stdout.close()  # like head after its lines: nobody reads what follows
+    stderr = process.stderr.read()
+    process.wait(timeout=120)
+    assert "BrokenPipeError" not in stderr and "Traceback" not in stderr, stderr[-2000:]
+    assert process.returncode == 0
