@@ -182,6 +182,8 @@ def train(problem: Problem, model: torch.nn.Module, stages: Sequence[Stage],
     points = {k: v.to(dtype=dtype, device=device).requires_grad_(k in input_grad) for k, v in fresh.items()}
     objective = LeastSquares(problem, model, points, engine=engine, transform=transform, chunk_size=chunk_size,
                              input_grad=input_grad)
+    if isinstance(model, KAN):
+        _warn_outside(model, torch.cat(list(points.values())))
     total_steps = sum(stage.steps for stage in stages)
     bar = tqdm(total=total_steps, initial=state["step"], disable=(not progress) if progress is not None else None,
                desc=problem.name, dynamic_ncols=True)
@@ -386,6 +388,19 @@ def check_optimizer_sizes(model: torch.nn.Module, stages: Sequence[Stage], optim
             continue
         size = model.count_parameters(grid) if isinstance(model, KAN) else count_parameters(model)
         check_size(size, limit, next(model.parameters()).dtype)
+
+
+def _warn_outside(model: KAN, points: torch.Tensor, tolerance: float = 0.01) -> None:
+    """Warn when collocation points (N, d) leave the first layer's grid: the spline branch is zero there, and
+    those points train the SiLU branch alone (a KAN built for [-1, 1] on a problem on [0, 2])."""
+    fraction = model.fraction_outside_grid(points.detach())[0]
+    if fraction > tolerance:
+        knots = model.layers[0].knots
+        ranges = [(round(float(lo), 4), round(float(hi), 4))
+                  for lo, hi in zip(knots[:, model.order], knots[:, -model.order - 1])]
+        log.warning("%.1f%% of the collocation points' coordinates lie outside the KAN's input grid %s, where its splines are "
+                    "zero; build it with grid_range=problem.domain.ranges (kanpde.nn.build_kan does)",
+                    100 * fraction, ranges)
 
 
 def _check_loss(loss, best_loss: float, factor: float, step: int, stage_index: int) -> None:

@@ -278,3 +278,35 @@ def test_output_piped_into_head_ends_quietly(tmp_path, cli_env):
     process.wait(timeout=120)
     assert "BrokenPipeError" not in stderr and "Traceback" not in stderr, stderr[-2000:]
     assert process.returncode == 0
+
+
+def test_collocation_points_outside_the_spline_grid_are_reported(caplog, float64_default):
+    """A KAN on the default grid [-1, 1]^2 for a problem on [0, 2]^2: three quarters of the points see no spline."""
+    from kanpde.problem import Box
+
+    class Shifted(SinSinPoisson):
+        def __init__(self):
+            super().__init__()
+            self.domain = Box(self.variables, (0.0, 0.0), (2.0, 2.0))
+
+    problem = Shifted()
+    with caplog.at_level("WARNING", logger="kanpde"):
+        train(problem, KAN([2, 2, 1]), [Stage("lm", 0)], {"lm": LevenbergMarquardt}, Sampler("sobol", 64, 32),
+              progress=False)
+    (message,) = [r.getMessage() for r in caplog.records if "outside the KAN's input grid" in r.getMessage()]
+    assert "grid_range=problem.domain.ranges" in message and "(-1.0, 1.0)" in message
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="kanpde"):
+        train(problem, KAN([2, 2, 1], grid_range=problem.domain.ranges), [Stage("lm", 0)], {"lm": LevenbergMarquardt},
+              Sampler("sobol", 64, 32), progress=False)
+    assert not [r for r in caplog.records if "outside" in r.getMessage()]
+
+
+def test_cuda_without_a_gpu_is_a_config_error(monkeypatch):
+    from kanpde import app
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(app.ConfigError, match="device=cuda was asked for but torch sees no CUDA device; use device=auto"):
+        app.build(compose_solve(["problem=poisson_sinsin", "device=cuda"]), "poisson_sinsin")
+    assert app.build(compose_solve(["problem=poisson_sinsin", "device=auto", "model.hidden=[2]"]),
+                     "poisson_sinsin").device.type == "cpu"

@@ -223,3 +223,21 @@ def test_a_failing_checkpoint_write_costs_the_checkpoint_not_the_run(float64_def
     assert len(result.metrics["checkpoint_errors"]) == 2 and "No space left" in result.metrics["checkpoint_errors"][0]
     assert "2 checkpoint write(s) failed" in result.message
     assert math.isfinite(result.metrics["final_loss"])
+
+
+def test_a_periodic_checkpoint_resumes_exactly(float64_default):
+    """A run killed outright (SIGKILL, out of memory) leaves only its last periodic checkpoint: resuming from it
+    repeats the rest of the run."""
+    saved = []
+    stages, _ = SCHEDULES["lm"]
+    problem = Stoppable()
+    model = KAN([2, 3, 1], grid_size=3, grid_range=problem.domain.ranges, seed=0).to(torch.float64)
+    points = evaluation_grid(problem.domain, 11)
+    reference = train(problem, model, stages, {"lm": LM}, Sampler("sobol", n_interior=64, n_boundary=32, seed=0),
+                      Evaluation(points, problem.exact(points)), eval_every=2, progress=False, checkpoint_every=4,
+                      checkpoint=lambda model, step, state: saved.append((step, through_a_file(state))))
+    assert [step for step, _ in saved] == [4, 6, 8, 12, 12]  # every 4 steps, and at each stage end
+    step, state = saved[2]  # step 8: the second stage's second step
+    assert (state["stage"], state["step_in_stage"]) == (1, 2)
+    resumed, _ = run("lm", resume=state)
+    assert without_time(resumed.history) == without_time(reference.history)
