@@ -23,7 +23,7 @@ from kanpde.nn import KAN
 from kanpde.problem import Problem
 from kanpde.results import CHECKPOINT, save_checkpoint, write_run
 from kanpde.resume import (RUN_ONLY, CheckpointError, FolderInUse, config_drift, describe_drift, folder_lock,
-                           resume_state)
+                           in_use, resume_state)
 from kanpde.sampling import evaluation_grid, grid_side
 from kanpde.settings import SettingsError, check_settings
 from kanpde.training import Evaluation, GridUpdate, Stage, check_optimizer_sizes, train
@@ -260,8 +260,8 @@ def find_previous(cfg: DictConfig, output_dir: Path) -> Previous | None:
                       reverse=True)
         for folder in [output_dir, *siblings]:
             previous = _saved_config(folder)
-            if previous is not None and not config_drift(previous, current):
-                return _previous(folder)
+            if previous is not None and not config_drift(previous, current) and not in_use(folder):
+                return _previous(folder)  # (a run of this config that another process is training is not ours)
         return None
     folder = Path(str(cfg.resume)).expanduser()
     previous = _saved_config(folder)

@@ -95,7 +95,8 @@ def write_run(folder: str | os.PathLike, result: Result, problem, evaluation: Ev
                         step=result.metrics.get("steps", 0))
         files.append(CHECKPOINT)
     except (OSError, RuntimeError) as error:  # torch.save reports some write failures as RuntimeError
-        metrics["checkpoint_errors"] = [*metrics.get("checkpoint_errors", []), f"final: {type(error).__name__}: {error}"]
+        failure = f"final: {type(error).__name__}: {error}"
+        metrics["checkpoint_errors"] = [*metrics.get("checkpoint_errors", []), failure]
     write_history(folder / "history.csv", result.history)
     if evaluation is not None:
         predicted = predict(result.model, evaluation.points, getattr(problem, "hard_constraint", None)).cpu().numpy()

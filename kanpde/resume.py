@@ -71,6 +71,12 @@ def folder_lock(folder: Path):
         path.unlink(missing_ok=True)
 
 
+def in_use(folder: Path) -> bool:
+    """Whether a live process other than this one holds ``folder``'s run lock."""
+    pid = _lock_owner(Path(folder) / "run.lock")
+    return pid is not None and pid != os.getpid() and _alive(pid)
+
+
 def _lock_owner(path: Path) -> int | None:
     try:
         return int(path.read_text().strip())

@@ -62,18 +62,32 @@ class SettingsError(ValueError):
 
 def check_settings(cfg: DictConfig) -> None:
     """Raise :class:`SettingsError` naming the first unknown key or wrongly typed value outside the groups."""
-    plain = OmegaConf.to_container(cfg, resolve=True)
+    names = [str(key) for key in cfg.keys() if key != "hydra"]  # compose(return_hydra_config=True) adds hydra
     known = {f.name for f in fields(Settings)}
-    unknown = sorted(set(plain) - known - set(GROUPS))
+    unknown = sorted(set(names) - known - set(GROUPS))
     if unknown:
         raise SettingsError(f"unknown setting {unknown[0]!r}; the settings are {sorted(known)} and the groups "
                             f"{list(GROUPS)}. Check the spelling (an override with + adds a new key)")
-    settings = {k: v for k, v in plain.items() if k in known}
+    settings = {k: OmegaConf.to_container(cfg[k], resolve=True) if isinstance(cfg[k], DictConfig) else cfg[k]
+                for k in names if k in known}
     try:
         OmegaConf.merge(OmegaConf.structured(Settings), settings)
     except OmegaConfBaseException as error:
         key = getattr(error, "full_key", None) or "?"
         raise SettingsError(f"setting {key}: {_reason(error, key)}") from None
+    for key, (low, strict, meaning) in BOUNDS.items():
+        section, name = key.split(".")
+        value = (settings.get(section) or {}).get(name)
+        if value is not None and (value <= low if strict else value < low):
+            raise SettingsError(f"setting {key} must be {'>' if strict else '>='} {low} ({meaning}), got {value!r}")
+
+
+# Lower bounds of numeric settings read outside a constructor: key -> (bound, strict, what the value means).
+BOUNDS = {"train.checkpoint_every": (0, False, "steps between checkpoints; 0: off"),
+          "train.checkpoint_seconds": (0, True, "seconds between checkpoints; null: off"),
+          "train.max_time": (0, False, "seconds of training; null: no limit"),
+          "eval.every": (1, False, "steps between error measurements"),
+          "eval.n_points": (2, False, "points of the test grid in all")}
 
 
 def _reason(error: OmegaConfBaseException, key: str) -> str:

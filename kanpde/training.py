@@ -398,8 +398,8 @@ def _warn_outside(model: KAN, points: torch.Tensor, tolerance: float = 0.01) -> 
         knots = model.layers[0].knots
         ranges = [(round(float(lo), 4), round(float(hi), 4))
                   for lo, hi in zip(knots[:, model.order], knots[:, -model.order - 1])]
-        log.warning("%.1f%% of the collocation points' coordinates lie outside the KAN's input grid %s, where its splines are "
-                    "zero; build it with grid_range=problem.domain.ranges (kanpde.nn.build_kan does)",
+        log.warning("%.1f%% of the collocation points' coordinates lie outside the KAN's input grid %s, where its "
+                    "splines are zero; build it with grid_range=problem.domain.ranges (kanpde.nn.build_kan does)",
                     100 * fraction, ranges)
 
 

@@ -145,13 +145,18 @@ def test_bad_points_per_side(side):
     ("train.plot=maybe", r"setting train.plot: Value 'maybe' is not a valid bool"),
     ("+eval.n_point=3", r"setting eval.n_point: no such key in eval; known: \['n_points'"),
     ("+colour=red", r"unknown setting 'colour'; the settings are \["),
+    ("train.checkpoint_every=-1", r"setting train.checkpoint_every must be >= 0 \(steps between checkpoints"),
+    ("train.checkpoint_seconds=0", r"setting train.checkpoint_seconds must be > 0"),
+    ("eval.every=0", r"setting eval.every must be >= 1"),
+    ("resume=5", r"resume=5: no run folder there"),
 ])
-def test_unknown_keys_and_wrong_types_name_the_key(override, message):
+def test_unknown_keys_and_wrong_types_name_the_key(override, message, tmp_path):
     from kanpde import app
 
     cfg = compose_solve(["problem=poisson_sinsin", override])
     with pytest.raises(app.ConfigError, match=message):
-        app.build(cfg, "poisson_sinsin")
+        app.run(cfg, tmp_path / "run", "poisson_sinsin")
+    assert not (tmp_path / "run").exists()  # refused before anything is written
 
 
 def test_every_shipped_config_meets_the_schema():
@@ -242,8 +247,8 @@ def test_resume_names_the_keys_that_differ(tmp_path):
     folder = tmp_path / "run"
     app.run(compose_solve(base), folder, "poisson_sinsin")
     changed = compose_solve([*base, f"resume={folder}", "model.grid_size=4", "seed=3", "train.max_time=9"])
-    with pytest.raises(app.ConfigError, match=r"that run had other settings.*\(model.grid_size: 5 -> 4; model.seed: 0 -> 3; "
-                                               r"sampler.seed: 0 -> 3; seed: 0 -> 3\)"):
+    with pytest.raises(app.ConfigError, match=r"that run had other settings.*\(model.grid_size: 5 -> 4; "
+                                               r"model.seed: 0 -> 3; sampler.seed: 0 -> 3; seed: 0 -> 3\)"):
         app.run(changed, tmp_path / "new", "poisson_sinsin")
     with pytest.raises(app.ConfigError, match=r"resume=.*nowhere: no run folder there"):
         app.run(compose_solve([*base, f"resume={tmp_path / 'nowhere'}"]), tmp_path / "new", "poisson_sinsin")
@@ -306,7 +311,7 @@ def test_cuda_without_a_gpu_is_a_config_error(monkeypatch):
     from kanpde import app
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(app.ConfigError, match="device=cuda was asked for but torch sees no CUDA device; use device=auto"):
+    with pytest.raises(app.ConfigError, match="device=cuda was asked for but torch sees no CUDA device; use device="):
         app.build(compose_solve(["problem=poisson_sinsin", "device=cuda"]), "poisson_sinsin")
     assert app.build(compose_solve(["problem=poisson_sinsin", "device=auto", "model.hidden=[2]"]),
                      "poisson_sinsin").device.type == "cpu"

@@ -134,9 +134,9 @@ def test_a_sweep_killed_part_way_finishes_only_its_missing_jobs(tmp_path, cli, c
     """Basic launcher, three seeds: SIGTERM during the second job stops the sweep (143); the same command with
     resume=auto then leaves the first job alone, resumes the second and runs the third."""
     root = user_folder(tmp_path)
-    args = ["solve", "slow_poisson", "-m", "seed=0,1,2", "hydra.sweep.dir=sweep", "hydra.sweep.subdir=${hydra.job.num}_seed${seed}",
-            "resume=auto", *BASE,
-            "schedule=lbfgs", "schedule.stages=[{optimizer:lbfgs,steps:6,grid_size:5}]"]
+    args = ["solve", "slow_poisson", "-m", "seed=0,1,2", "hydra.sweep.dir=sweep",
+            "hydra.sweep.subdir=${hydra.job.num}_seed${seed}", "resume=auto", *BASE, "schedule=lbfgs",
+            "schedule.stages=[{optimizer:lbfgs,steps:6,grid_size:5}]"]
     code, stderr = kill_when([sys.executable, "-m", "kanpde", *args], root, cli_env, "sweep/1_*/checkpoint.pt", step=3)
     assert code == 143, stderr[-3000:]
     jobs = {int(p.name.split("_")[0]): p for p in (root / "sweep").iterdir() if p.is_dir()}
