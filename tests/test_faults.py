@@ -315,3 +315,21 @@ def test_cuda_without_a_gpu_is_a_config_error(monkeypatch):
         app.build(compose_solve(["problem=poisson_sinsin", "device=cuda"]), "poisson_sinsin")
     assert app.build(compose_solve(["problem=poisson_sinsin", "device=auto", "model.hidden=[2]"]),
                      "poisson_sinsin").device.type == "cpu"
+
+
+def test_a_bug_in_the_users_problem_exits_1_with_its_traceback(tmp_path, cli):
+    """The old broad `except Exception` reported it as "invalid problem settings", exit 2, no traceback."""
+    (tmp_path / "problems").mkdir()
+    (tmp_path / "problems" / "buggy.py").write_text(
+        "from kanpde.problems.poisson import SinSinPoisson\n\n\n"
+        "class Buggy(SinSinPoisson):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.scale = [1.0][3]\n")
+    (tmp_path / "configs" / "problem").mkdir(parents=True)
+    (tmp_path / "configs" / "problem" / "buggy.yaml").write_text("_target_: problems.buggy.Buggy\n")
+    done = cli(["solve", "buggy", "train.plot=false"], tmp_path)
+    output = done.stdout + done.stderr
+    assert done.returncode == 1, output[-3000:]
+    assert "self.scale = [1.0][3]" in output and "IndexError: list index out of range" in output
+    assert "invalid configuration" not in output  # what the CLI prints for a ConfigError
