@@ -22,6 +22,7 @@ from hydra.experimental.callback import Callback
 # Subcommands implemented in their own module kanpde/<name>.py as main(argv) -> exit code.
 SUBCOMMANDS = {
     "bench": "step time, memory and time to accuracy (see kanpde bench --help)",
+    "explain": "a KAN run's edge functions, symbolic fits and its solution as a formula (kanpde explain --help)",
     "compare": "KAN and MLP on the same problem, points and budget (see kanpde compare --help)",
     "scaling": "collate a sweep's runs into runs.csv and error-vs-parameters plots (kanpde scaling --help)",
 }

@@ -16,9 +16,11 @@ from dataclasses import dataclass
 import torch
 
 from kanpde.derivatives import Fields
-from kanpde.jacobian import NotStructured, ParameterIndex, cell_keys, generic_rows, gram, structured_rows, symmetric
+from kanpde.jacobian import (NotStructured, ParameterIndex, cell_keys, generic_columns, generic_rows, gram,
+                             structured_rows, symmetric)
 from kanpde.nn.tape import recording
 from kanpde.problem import Problem
+from kanpde.prune import sparsity_penalty
 
 log = logging.getLogger("kanpde")
 
@@ -180,6 +182,7 @@ class LeastSquares:
     """
 
     GENERIC_CHUNK = 256  # points per chunk on the generic Jacobian path (its cost grows with chunk size)
+    COLUMNS_MAX_PARAMETERS = 64  # up to this many parameters the generic path builds J column by column
     ROWS_PER_CELL = 128  # rows per block of the blockwise J^T J (measured near-best on Poisson, 2,900 rows)
 
     def __init__(self, problem: Problem, model: torch.nn.Module, points: Mapping[str, torch.Tensor], *,
@@ -190,6 +193,7 @@ class LeastSquares:
         self.input_grad = frozenset(input_grad)
         self.jacobian_chunk = int(jacobian_chunk)
         self.evaluations = 0  # loss evaluations (with or without gradient or Jacobian)
+        self.sparsity = 0.0  # lambda of the KAN sparsity regulariser added by backward() (first-order methods)
         self._structured: dict[str, bool] = {}  # group -> structured rows verified against generic ones
         self._buffer: torch.Tensor | None = None
         self._order_cache: dict[str, tuple] = {}  # set name -> (points, version, points in cell order, keys)
@@ -218,10 +222,16 @@ class LeastSquares:
         return sum(self.loss_terms().values())
 
     def backward(self) -> dict[str, float]:
-        """Accumulate the loss gradient into the parameters' ``.grad``; returns the loss terms."""
+        """Accumulate the loss gradient into the parameters' ``.grad``; returns the loss terms (with the
+        ``"sparsity"`` penalty when :attr:`sparsity` is set)."""
         self.evaluations += 1
-        return backward_in_chunks(self.problem, self.model, self.points, self.chunk_size, self.engine,
-                                  self.transform)
+        terms = backward_in_chunks(self.problem, self.model, self.points, self.chunk_size, self.engine,
+                                   self.transform)
+        if self.sparsity:
+            penalty = self.sparsity * sparsity_penalty(self.model, self.points["interior"].detach())
+            penalty.backward()
+            terms["sparsity"] = float(penalty.detach())
+        return terms
 
     def _groups(self) -> list[_Group]:
         problem = self.problem
@@ -244,7 +254,8 @@ class LeastSquares:
             points, keys = self._in_cell_order(group.name)
             n_total = len(points)
             structured = self._use_structured(group, index)
-            chunk = self.jacobian_chunk if structured else self.GENERIC_CHUNK
+            by_columns = not structured and size <= self.COLUMNS_MAX_PARAMETERS
+            chunk = self.jacobian_chunk if structured or by_columns else self.GENERIC_CHUNK
             for start in range(0, n_total, chunk):
                 x = points[start : start + chunk]
                 kept = self._kept.pop(group.name, None)
@@ -257,6 +268,8 @@ class LeastSquares:
                     scaled = residual * math.sqrt(group.weight / n_total)  # entries of R
                     if structured:
                         rows = structured_rows(scaled, records, index, self._rows_buffer(len(x), size, scaled))
+                    elif by_columns:
+                        rows = generic_columns(scaled, index)
                     else:
                         rows = generic_rows(scaled, index)
                     scaled = scaled.detach()
@@ -361,7 +374,7 @@ class LeastSquares:
         except NotStructured as error:
             agrees, reason = False, str(error)
         if not agrees:
-            log.info("Jacobian rows of %r by reverse mode, row by row (%s)", group.name, reason)
+            log.info("Jacobian of %r by the generic autograd path (%s)", group.name, reason)
         self._structured[group.name] = agrees
         return agrees
 

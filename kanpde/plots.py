@@ -100,3 +100,58 @@ def history_plot(folder: Path, history: list[dict]) -> str | None:
     fig.savefig(folder / "history.png", dpi=110)
     plt.close(fig)
     return "history.png"
+
+
+def network_diagram(path: Path, activations, scores, input_names, output_names, labels=None) -> str:
+    """A KAN drawn as its edge functions: one small plot per edge, placed between the nodes it joins, with
+    opacity by importance.
+
+    Args:
+        activations: per layer, (h (N, in), phi (N, in, out)) arrays: each edge's inputs and outputs.
+        scores: per layer, (in, out) relative importances in [0, 1].
+        labels: optional per layer (in, out) nested lists of short texts (e.g. the chosen function).
+    """
+    widths = [activations[0][0].shape[1]] + [phi.shape[2] for _, phi in activations]
+    n_layers = len(activations)
+    column = max(widths)
+    fig = plt.figure(figsize=(max(4.0, 1.3 * column * max(w_in * w_out for w_in, w_out in zip(widths, widths[1:]))
+                                  ** 0.5), 2.6 * n_layers + 0.6))
+    base = fig.add_axes([0, 0, 1, 1])
+    base.set_xlim(0, 1)
+    base.set_ylim(0, 1)
+    base.axis("off")
+
+    def node_x(layer: int, node: int) -> float:
+        return (node + 0.5) / widths[layer]
+
+    def node_y(layer: int) -> float:
+        return 0.04 + 0.92 * layer / n_layers
+
+    for layer, ((h, phi), score) in enumerate(zip(activations, scores)):
+        n_in, n_out = phi.shape[1], phi.shape[2]
+        box = min(0.8 / (n_in * n_out), 0.28)  # edge-plot size, in figure fractions
+        for i in range(n_in):
+            for j in range(n_out):
+                alpha = float(np.clip(score[i, j], 0.05, 1.0))
+                x0, y0, x1, y1 = node_x(layer, i), node_y(layer), node_x(layer + 1, j), node_y(layer + 1)
+                cx, cy = (i * n_out + j + 0.5) / (n_in * n_out), 0.5 * (y0 + y1)  # edges side by side
+                base.plot([x0, cx], [y0, cy - 0.09], color="black", alpha=alpha, lw=0.8)  # input node -> plot
+                base.plot([cx, x1], [cy + 0.09, y1], color="black", alpha=alpha, lw=0.8)  # plot -> output node
+                inset = fig.add_axes([cx - box / 2, cy - 0.09, box, 0.18])
+                order = np.argsort(h[:, i])
+                inset.plot(h[order, i], phi[order, i, j], color="tab:blue", alpha=alpha)
+                inset.set_xticks([])
+                inset.set_yticks([])
+                for spine in inset.spines.values():
+                    spine.set_alpha(alpha)
+                title = f"{layer}.{i}.{j}" + (f" {labels[layer][i][j]}" if labels else "")
+                inset.set_title(title, fontsize=7, alpha=max(alpha, 0.4))
+    for layer, width in enumerate(widths):
+        names = input_names if layer == 0 else output_names if layer == n_layers else [""] * width
+        for node in range(width):
+            base.scatter([node_x(layer, node)], [node_y(layer)], s=40, color="black", zorder=3)
+            if names[node]:
+                base.text(node_x(layer, node) + 0.01, node_y(layer) - 0.02, names[node], fontsize=9)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path).name

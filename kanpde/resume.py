@@ -168,13 +168,14 @@ def restore_model(state: dict, like: torch.nn.Module) -> torch.nn.Module:
     """The network of a resume ``state``: ``like`` itself when it has the saved shape, else a model rebuilt
     from the saved spec (a KAN on a later stage's grid); in ``like``'s dtype and device."""
     saved, given = state["model_spec"], model_spec(like)
-    for key in ("family", "widths", "order", "activation"):
+    for key in ("family", "order", "activation"):  # widths may differ: a pruned KAN is rebuilt from its spec
         if saved.get(key) != given.get(key):
             raise CheckpointError(f"the checkpoint holds a {saved.get('family')} with {key}={saved.get(key)!r}, "
                                   f"the model given has {key}={given.get(key)!r}; resume with the run's own model "
                                   "config")
     reference = next(like.parameters())
-    model = like if saved.get("grid_size") == given.get("grid_size") else model_from_spec(saved)
+    same_shape = all(saved.get(key) == given.get(key) for key in ("widths", "grid_size"))
+    model = like if same_shape else model_from_spec(saved)
     model = model.to(dtype=reference.dtype, device=reference.device)
     model.load_state_dict(state["model_state"])
     return model

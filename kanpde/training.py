@@ -27,8 +27,10 @@ from kanpde.nn import KAN, count_parameters
 from kanpde.objective import (LeastSquares, backward_in_chunks, condition_terms, evaluate_terms,  # noqa: F401
                               loss_terms, residual_magnitude, residual_terms)
 from kanpde.optim import make_optimizer
+from kanpde.optim.base import TorchOptimizer
 from kanpde.optim.lm import check_size
 from kanpde.problem import Problem
+from kanpde.prune import prune
 from kanpde.resume import capture, restore_model, set_rng_state
 from kanpde.sampling import Sampler
 
@@ -45,17 +47,28 @@ class Stage:
         optimizer: name of an entry of the ``optimizers`` mapping given to :func:`train`.
         steps: optimizer steps in this stage.
         grid_size: KAN grid size for this stage (extension happens at its start); ignored for MLPs.
+        sparsity: lambda of the KAN paper's sparsity regulariser added to the loss in this stage
+            (:func:`kanpde.prune.sparsity_penalty`); first-order optimizers only.
+        prune: at the stage's start, remove the KAN's hidden nodes whose relative importance is below this
+            (:func:`kanpde.prune.prune`); the smaller KAN trains on.
     """
 
     optimizer: str = "lbfgs"
     steps: int = 100
     grid_size: int | None = None
+    sparsity: float = 0.0
+    prune: float | None = None
 
     def __post_init__(self):
         if int(self.steps) != self.steps or self.steps < 0:
             raise ValueError(f"stage steps must be an integer >= 0, got {self.steps!r}")
         if self.grid_size is not None and (int(self.grid_size) != self.grid_size or self.grid_size < 1):
             raise ValueError(f"stage grid_size must be an integer >= 1 or null, got {self.grid_size!r}")
+        if not (isinstance(self.sparsity, (int, float)) and math.isfinite(self.sparsity) and self.sparsity >= 0):
+            raise ValueError(f"stage sparsity must be a number >= 0 (the regulariser's lambda), got {self.sparsity!r}")
+        if self.prune is not None and not 0.0 < self.prune < 1.0:
+            raise ValueError(f"stage prune must lie in (0, 1) (relative node importance) or be null, "
+                             f"got {self.prune!r}")
 
 
 @dataclass(frozen=True)  # frozen: the instance in train()'s signature is shared by every call
@@ -165,6 +178,11 @@ def train(problem: Problem, model: torch.nn.Module, stages: Sequence[Stage],
     for stage in stages:
         if stage.optimizer not in optimizers:
             raise ValueError(f"stage optimizer {stage.optimizer!r} is not configured; known: {sorted(optimizers)}")
+        if (stage.sparsity or stage.prune is not None) and not isinstance(model, KAN):
+            raise ValueError(f"stage sparsity and prune act on KAN edges; this model is a {type(model).__name__}")
+        if stage.sparsity and not isinstance(make_optimizer(optimizers[stage.optimizer], model), TorchOptimizer):
+            raise ValueError(f"stage sparsity needs a first-order optimizer (lbfgs, adam): {stage.optimizer!r} "
+                             "minimises a sum of squares, which the regulariser is not")
     reference = next(model.parameters())
     dtype, device = reference.dtype, reference.device
     check_optimizer_sizes(model, stages, optimizers)
@@ -261,6 +279,7 @@ def train(problem: Problem, model: torch.nn.Module, stages: Sequence[Stage],
         for stage_index, stage in enumerate(stages):
             if stage_index < first_stage:
                 continue
+            objective.sparsity = stage.sparsity
             factory = optimizers[stage.optimizer]
             within = resume is not None and stage_index == first_stage and int(resume["step_in_stage"]) > 0
             if within:  # continue the stage the resume state was taken in: no extension, the optimizer's state
@@ -273,6 +292,14 @@ def train(problem: Problem, model: torch.nn.Module, stages: Sequence[Stage],
                     tick = time.perf_counter()  # before the extension, so that new knots see the new points
                     adapt_points()
                     state["train_time"] += time.perf_counter() - tick
+                if stage.prune is not None:
+                    tick = time.perf_counter()
+                    widths = model.widths
+                    model = prune(model, all_points(), stage.prune)
+                    objective.set_model(model)
+                    state["train_time"] += time.perf_counter() - tick
+                    last_good = last_step = copy.deepcopy(model.state_dict())
+                    log.info("stage %d: pruned KAN %s -> %s", stage_index, widths, model.widths)
                 if isinstance(model, KAN) and stage.grid_size is not None and stage.grid_size != model.grid_size:
                     tick = time.perf_counter()  # extension is part of training: on the clock
                     model = model.extend_grid(stage.grid_size, all_points(),

@@ -255,3 +255,29 @@ def test_history_terms_come_from_the_accepted_trial_only_while_nothing_changed()
     moved = objective.current_terms()
     assert all(moved[k] == pytest.approx(v, rel=1e-12) for k, v in objective.loss_terms().items())
     assert moved["pde"] != pytest.approx(cached["pde"], rel=1e-6)
+
+
+def test_jacobian_by_columns_equals_rows_for_few_parameters():
+    """The column-by-column generic Jacobian (double backward) equals the row-by-row one, on a residual
+    with mixed derivatives through autograd; and LeastSquares picks it for a model with few parameters."""
+    from kanpde.formula import FormulaKAN
+    from kanpde.jacobian import generic_columns
+    from kanpde.symbolic import Candidate
+
+    problem = Mixed()
+    edge = lambda name, a, b, c: Candidate(name, a, b, c, 0.1, 1.0, 1.0)  # noqa: E731
+    formula = FormulaKAN([2, 2, 1], [[[edge("sin", 1.3, 0.2, 0.7), edge("x", 1.0, 0.0, -0.4)],
+                                      [edge("x^2", 1.0, 0.3, 0.5), edge("exp", 0.6, 0.0, 0.2)]],
+                                     [[edge("cos", 0.9, -0.1, 1.1)], [edge("tanh", 1.2, 0.3, 0.8)]]])
+    points = points_for(problem)
+    points["interior"].requires_grad_(True)
+    index = ParameterIndex(list(formula.parameters()))
+    fields = _fields_factory(problem, formula, "forward", None)(points["interior"])
+    (_, residual), = _named(problem.residual(points["interior"], fields), "pde")
+    torch.testing.assert_close(generic_columns(residual, index), generic_rows(residual, index), **TOLERANCE)
+    objective = LeastSquares(problem, formula, points, input_grad=("interior",))
+    products = objective.gauss_newton(index)
+    jtj, jtr, loss = reference_products(problem, formula, points)
+    torch.testing.assert_close(products.jtj, jtj, **TOLERANCE)
+    torch.testing.assert_close(products.jtr, jtr, **TOLERANCE)
+    assert products.loss == pytest.approx(loss, rel=1e-12)

@@ -48,6 +48,8 @@ SCHEDULES = {
     "lm": ([Stage("lm", 6, 3), Stage("lm", 6, 5)], {}),
     "adam_lbfgs": ([Stage("adam", 8, 3), Stage("lbfgs", 4, 5)], {}),
     "lm_adaptive": ([Stage("lm", 6, 3), Stage("lm", 6, 5)], {"adaptive": {"every": 2, "n_new": 16}}),
+    # a sparsity stage, then pruning at the second stage's start: the pruned KAN is rebuilt from its spec
+    "lbfgs_prune": ([Stage("lbfgs", 6, 3, sparsity=1e-2), Stage("lbfgs", 6, 5, prune=0.5)], {}),
 }
 
 
@@ -96,6 +98,8 @@ def test_a_resumed_run_repeats_the_uninterrupted_one(schedule, float64_default):
     assert state["stage"] == 1 and 0 < state["step_in_stage"] < 6 and not state["stage_done"], \
         (state["stage"], state["step_in_stage"])
     assert state["model_spec"]["grid_size"] == 5  # the extended KAN: rebuilt on resume, not re-extended
+    if schedule == "lbfgs_prune":
+        assert state["model_spec"]["widths"] != [2, 3, 1], "nothing was pruned: the test would not test it"
     resumed, _ = run(schedule, resume=state)
     assert resumed.status == "completed" and resumed.metrics["resumed_at_step"] == state["step"]
     assert without_time(resumed.history) == without_time(reference.history)  # exactly, row by row
@@ -147,11 +151,11 @@ def test_config_drift_names_the_differing_keys():
     assert flatten({"a": {"b": [1, 2]}}) == {"a.b": [1, 2]}
 
 
-def test_resume_rejects_a_model_of_another_shape(float64_default):
+def test_resume_rejects_a_model_of_another_kind(float64_default):
     _, state = stop_in_the_second_stage("lm", run("lm")[1])
     problem = Stoppable()
-    other = KAN([2, 4, 1], grid_size=3, grid_range=problem.domain.ranges).to(torch.float64)
-    with pytest.raises(CheckpointError, match=r"widths=\[2, 3, 1\].*widths=\[2, 4, 1\]"):
+    other = KAN([2, 3, 1], grid_size=3, order=5, grid_range=problem.domain.ranges).to(torch.float64)
+    with pytest.raises(CheckpointError, match=r"holds a kan with order=3, the model given has order=5"):
         train(problem, other, SCHEDULES["lm"][0], {"lm": LM}, Sampler("sobol", 64, 32), resume=state,
               progress=False)
 
