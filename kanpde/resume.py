@@ -107,7 +107,7 @@ class Snapshot:
     train_time: float
     evaluations: int
     best_loss: float
-    model_spec: dict
+    model_spec: dict | None  # None for a network kanpde cannot rebuild (not resumable)
     model_state: dict
     last_good: dict
     optimizer_state: dict | None
@@ -135,9 +135,12 @@ def capture(stage: int, step_in_stage: int, stage_done: bool, state: dict, evalu
     copied (not to be changed later), the optimizer's state is copied here (L-BFGS appends to its lists)."""
     optimizer_state = None if optimizer is None else copy.deepcopy(optimizer.state_dict())
     sampler_state = sampler.state_dict() if hasattr(sampler, "state_dict") else {}
+    try:
+        spec = model_spec(model)
+    except TypeError:  # a network kanpde cannot rebuild (explain's FormulaKAN): trainable, not resumable
+        spec = None
     return Snapshot(stage, step_in_stage, stage_done, state["step"], state["train_time"], evaluations, best_loss,
-                    model_spec(model), model_state, last_good, optimizer_state, dict(points), sampler_state,
-                    n_history, rng_state())
+                    spec, model_state, last_good, optimizer_state, dict(points), sampler_state, n_history, rng_state())
 
 
 def rng_state() -> dict:
@@ -167,7 +170,10 @@ def set_rng_state(state: dict) -> None:
 def restore_model(state: dict, like: torch.nn.Module) -> torch.nn.Module:
     """The network of a resume ``state``: ``like`` itself when it has the saved shape, else a model rebuilt
     from the saved spec (a KAN on a later stage's grid); in ``like``'s dtype and device."""
-    saved, given = state["model_spec"], model_spec(like)
+    saved = state["model_spec"]
+    if saved is None:
+        raise CheckpointError("the resume state holds a network kanpde cannot rebuild (no model spec); start afresh")
+    given = model_spec(like)
     for key in ("family", "order", "activation"):  # widths may differ: a pruned KAN is rebuilt from its spec
         if saved.get(key) != given.get(key):
             raise CheckpointError(f"the checkpoint holds a {saved.get('family')} with {key}={saved.get(key)!r}, "
