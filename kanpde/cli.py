@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
 from importlib import resources
 from pathlib import Path
@@ -142,9 +143,10 @@ def _hydra_main(argv: list[str]) -> int:
         name = hydra_cfg.runtime.choices.get("problem")
         try:
             metrics = run(cfg, hydra_cfg.runtime.output_dir, problem_name=name)
-        except KeyboardInterrupt:  # before training started (interrupts during training are handled there)
+        except KeyboardInterrupt as error:  # before training started (interrupts during training are handled there)
             log.warning("interrupted before training started; nothing was trained")
-            outcome["code"] = EXIT_INTERRUPTED
+            outcome["code"] = getattr(error, "exit_code", EXIT_INTERRUPTED)
+            _stop_sweep(hydra_cfg, outcome["code"])
             return None
         except ConfigError as error:
             log.error("invalid configuration: %s", error)
@@ -153,7 +155,8 @@ def _hydra_main(argv: list[str]) -> int:
         if metrics["status"] == "diverged":
             outcome["code"] = EXIT_DIVERGED
         elif metrics["status"] == "interrupted":
-            outcome["code"] = EXIT_INTERRUPTED
+            outcome["code"] = 128 + getattr(signal, metrics.get("signal") or "SIGINT", signal.SIGINT)
+            _stop_sweep(hydra_cfg, outcome["code"])
         return metrics.get("rel_l2")
 
     sys.argv = argv
@@ -164,6 +167,15 @@ def _hydra_main(argv: list[str]) -> int:
                   "\n".join(f"  {folder}: {status}" for folder, status in SweepOutcome.failed))
         return outcome["code"] or EXIT_FAILED_JOBS
     return outcome["code"]
+
+
+def _stop_sweep(hydra_cfg, code: int) -> None:
+    """A signal stops the whole sweep, not only its current job: the launcher must not start the next one."""
+    from hydra.types import RunMode
+
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        log.warning("sweep stopped by a signal; rerun the same command with resume=auto to finish it")
+        raise SystemExit(code)
 
 
 def main(argv: list[str] | None = None) -> int:

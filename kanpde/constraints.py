@@ -15,6 +15,7 @@ and cached: the collocation points are the same tensor every step.
 
 from __future__ import annotations
 
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 
@@ -78,7 +79,8 @@ class HardConstraint:
     Args:
         g: ``g(x) -> (N,)`` or ``(N, n_out)``; satisfies the imposed conditions.
         dist: ``dist(x) -> (N,)`` or ``(N, n_out)``; zero where the conditions are imposed, non-zero inside.
-        cache_size: how many point sets keep their cached jets of ``g`` and ``dist``.
+        cache_size: how many point sets (tensors, with every chunk sliced off them) keep their cached jets of
+            ``g`` and ``dist``.
 
     Example (heat equation on [-1, 1] x [0, 1], u(x, 0) = sin(pi x), u(+-1, t) = 0)::
 
@@ -91,11 +93,13 @@ class HardConstraint:
         if int(cache_size) != cache_size or cache_size < 0:
             raise ValueError(f"cache_size must be an integer >= 0, got {cache_size!r}")
         self.g, self.dist, self.cache_size = g, dist, int(cache_size)
-        # (address, shape, strides, dtype, device) -> (x, x._version, jet of g, jet of dist). Keyed by memory
-        # rather than id, so the chunks training slices off the same points every step (new view objects)
-        # hit too; holding x keeps that memory from being reused by other points while the entry lives, and
-        # the version counter (shared by views) catches points changed in place.
-        self._cache: OrderedDict[tuple, tuple] = OrderedDict()
+        # Point sets by identity: id(base tensor) -> (weak reference to it, {view -> (version, jet of g, jet of
+        # dist)}), a view being (offset, shape, strides, dtype, device) into it. Training slices its chunks off
+        # the same points every step (new view objects, one base), so every chunk hits, however many there are;
+        # the weak reference drops a point set's entry when the points themselves go (resampling), and the
+        # version counter (shared by views) catches points changed in place. No data_ptr(): under torch.func
+        # transforms there is no storage to ask, and such tensors are not cached at all.
+        self._cache: OrderedDict[int, tuple] = OrderedDict()
 
     def __repr__(self) -> str:
         return f"HardConstraint(g={getattr(self.g, '__name__', self.g)!r}, dist={getattr(self.dist, '__name__', self.dist)!r})"
@@ -118,17 +122,45 @@ class HardConstraint:
         if x.requires_grad:  # x is part of an autograd computation: keep the jets differentiable in x
             return (function_jet(self.g, x, n_out, create_graph=True),
                     function_jet(self.dist, x, n_out, create_graph=True))
-        key = (x.data_ptr(), tuple(x.shape), x.stride(), x.dtype, x.device)
-        hit = self._cache.get(key)
-        if hit is not None and hit[1] == x._version and hit[0]._version == x._version:
-            self._cache.move_to_end(key)
-            return hit[2], hit[3]
+        found = self._lookup(x)
+        if found is not None and found[0] == x._version:
+            return found[1], found[2]
         jets = function_jet(self.g, x, n_out), function_jet(self.dist, x, n_out)
-        if self.cache_size:
-            self._cache[key] = (x, x._version, *jets)
+        self._store(x, jets)
+        return jets
+
+    @staticmethod
+    def _keys(x: torch.Tensor) -> tuple | None:
+        """(base tensor, view key) of ``x``; None for tensors of a torch.func transform (not cached)."""
+        if torch._C._functorch.is_functorch_wrapped_tensor(x):
+            return None
+        base = x._base if x._base is not None else x
+        return base, (x.storage_offset(), tuple(x.shape), x.stride(), x.dtype, x.device)
+
+    def _lookup(self, x: torch.Tensor) -> tuple | None:
+        keys = self._keys(x) if self.cache_size else None
+        if keys is None:
+            return None
+        base, view = keys
+        entry = self._cache.get(id(base))
+        if entry is None or entry[0]() is not base:
+            return None
+        self._cache.move_to_end(id(base))
+        return entry[1].get(view)
+
+    def _store(self, x: torch.Tensor, jets: tuple) -> None:
+        keys = self._keys(x) if self.cache_size else None
+        if keys is None:
+            return
+        base, view = keys
+        entry = self._cache.get(id(base))
+        if entry is None or entry[0]() is not base:
+            cache, key = self._cache, id(base)
+            entry = (weakref.ref(base, lambda _, cache=cache, key=key: cache.pop(key, None)), {})
+            self._cache[key] = entry
             while len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
-        return jets
+        entry[1][view] = (x._version, *jets)
 
     def apply_jet(self, x: torch.Tensor, jet: Jet) -> Jet:
         """The jet of ``u = g + dist * net`` from the network's ``jet`` at ``x`` (N, d).

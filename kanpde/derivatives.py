@@ -125,16 +125,20 @@ class Fields:
     def _autograd(self, output: int, wrt: tuple[int, ...]) -> torch.Tensor:
         """Mixed or higher derivatives by differentiating a lower one with autograd."""
         self.used_autograd = True
-        if not self.x.requires_grad:  # restart with points that carry a graph
+        # Restart with points that carry a graph, also when the jet was computed without one (under no_grad):
+        # differentiating a tensor without a graph would read every mixed derivative as 0.
+        no_graph = self._jet is not None and not self._jet.value.requires_grad
+        if not self.x.requires_grad or no_graph:
             self.x = self.x.detach().requires_grad_(True)
             self._jet, self._value, self._cache = None, None, {}
-        # Start from the highest derivative the jet already holds, then differentiate the rest.
-        if len(wrt) >= 2 and wrt[0] == wrt[1]:
-            base, rest = self.derivative(output, wrt[:2]), wrt[2:]
-        else:
-            base, rest = self.derivative(output, wrt[:1]), wrt[1:]
-        for index in rest:
-            base = _grad(base, self.x)[:, index]
+        with torch.enable_grad():  # evaluation under no_grad (history losses, adaptive sampling) needs it too
+            # Start from the highest derivative the jet already holds, then differentiate the rest.
+            if len(wrt) >= 2 and wrt[0] == wrt[1]:
+                base, rest = self.derivative(output, wrt[:2]), wrt[2:]
+            else:
+                base, rest = self.derivative(output, wrt[:1]), wrt[1:]
+            for index in rest:
+                base = _grad(base, self.x)[:, index]
         return base
 
     def laplacian(self, output: str | None = None) -> torch.Tensor:

@@ -85,8 +85,9 @@ def history_plot(folder: Path, history: list[dict]) -> str | None:
     axes[0].set_title("loss")
     axes[0].legend(fontsize=8)
     for key in ("rel_l2", "mse"):
-        if key in history[0]:
-            axes[1].semilogy(steps, [row[key] for row in history], label=key)
+        measured = [row for row in history if row.get(key) is not None]  # rows between measurements have none
+        if measured:
+            axes[1].semilogy([row["step"] for row in measured], [row[key] for row in measured], label=key)
     stage_starts = [row["step"] for prev, row in zip(history, history[1:]) if row["stage"] != prev["stage"]]
     for ax in axes:
         for step in stage_starts:

@@ -9,6 +9,7 @@ import os
 import platform
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -16,15 +17,19 @@ import torch
 
 from kanpde import plots
 from kanpde.nn.build import model_from_spec, model_spec
+from kanpde.resume import read_checkpoint
 from kanpde.training import Evaluation, Result, predict
 
 CHECKPOINT = "checkpoint.pt"
 
 
-def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, **meta) -> None:
-    """Write ``model`` (spec + state dict) and plain ``meta`` atomically: a temp file, then a rename."""
+def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, resume: dict | None = None, **meta) -> None:
+    """Write ``model`` (spec + state dict), plain ``meta`` and an optional resume state (:mod:`kanpde.resume`)
+    atomically: a temp file, then a rename, so a crash mid-write leaves the previous checkpoint whole."""
     path = Path(path)
     payload = {"model_spec": model_spec(model), "state_dict": model.state_dict(), "meta": meta}
+    if resume is not None:
+        payload["resume"] = resume
     handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     os.close(handle)
     try:
@@ -36,8 +41,9 @@ def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, **meta) -> 
 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> tuple[torch.nn.Module, dict]:
-    """The model saved at ``path`` and its metadata; loads tensors only (``weights_only=True``)."""
-    payload = torch.load(path, map_location=map_location, weights_only=True)
+    """The model saved at ``path`` and its metadata; loads tensors and plain data only (``weights_only=True``),
+    raising :class:`kanpde.resume.CheckpointError` for a corrupt file or one holding other objects."""
+    payload = read_checkpoint(path, map_location)
     model = model_from_spec(payload["model_spec"])
     state = payload["state_dict"]
     model.to(next(iter(state.values())).dtype)
@@ -81,10 +87,17 @@ def write_run(folder: str | os.PathLike, result: Result, problem, evaluation: Ev
     """Write every output of a run into ``folder``; returns the metrics written."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
     metrics = {**result.metrics, **(info or {}), "message": result.message, "environment": environment()}
-    save_checkpoint(folder / CHECKPOINT, result.model, status=result.status, step=result.metrics.get("steps", 0))
+    files = ["metrics.json", "history.csv"]
+    try:  # a checkpoint that cannot be written (a full disk) must not cost metrics.json
+        save_checkpoint(folder / CHECKPOINT, result.model, result.resume, status=result.status,
+                        step=result.metrics.get("steps", 0))
+        files.append(CHECKPOINT)
+    except (OSError, RuntimeError) as error:  # torch.save reports some write failures as RuntimeError
+        failure = f"final: {type(error).__name__}: {error}"
+        metrics["checkpoint_errors"] = [*metrics.get("checkpoint_errors", []), failure]
     write_history(folder / "history.csv", result.history)
-    files = ["metrics.json", "history.csv", CHECKPOINT]
     if evaluation is not None:
         predicted = predict(result.model, evaluation.points, getattr(problem, "hard_constraint", None)).cpu().numpy()
         reference = evaluation.values.cpu().numpy()
@@ -103,6 +116,7 @@ def write_run(folder: str | os.PathLike, result: Result, problem, evaluation: Ev
         if name:
             files.append(name)
     metrics["files"] = files
+    metrics["output_time"] = time.perf_counter() - start  # predictions, checkpoint, history and plots
     metrics = _clean(metrics)
     with open(folder / "metrics.json", "w") as handle:
         json.dump(metrics, handle, indent=2)

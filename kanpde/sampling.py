@@ -142,6 +142,13 @@ class Sampler:
         self.adaptive = adaptive
         self._draws = 0
 
+    def state_dict(self) -> dict:
+        """The draw counter: every draw's seed derives from it, so restoring it repeats the draws to come."""
+        return {"draws": self._draws}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._draws = int(state["draws"])
+
     def _next_seed(self) -> int:
         self._draws += 1
         return self.seed * 1_000_003 + self._draws
@@ -202,6 +209,13 @@ def _split(n: int, fractions: np.ndarray) -> list[int]:
     for i in np.argsort(-(raw - counts))[: n - counts.sum()]:
         counts[i] += 1
     return counts.tolist()
+
+
+def grid_side(n_points: int, dim: int) -> int:
+    """Points per side of the largest tensor grid in ``dim`` dimensions with at most ``n_points`` points (>= 2)."""
+    if isinstance(n_points, bool) or int(n_points) != n_points or n_points < 2:
+        raise ValueError(f"the test-grid budget eval.n_points must be an integer >= 2, got {n_points!r}")
+    return max(2, int(math.floor(n_points ** (1.0 / max(dim, 1)) + 1e-9)))
 
 
 def evaluation_grid(box: Box, points_per_side: int = 101) -> torch.Tensor:

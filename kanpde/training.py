@@ -4,9 +4,9 @@ One step = one ``optimizer.step(objective)`` (:mod:`kanpde.optim`): for L-BFGS t
 with a strong-Wolfe line search, for Levenberg-Marquardt one damped Gauss-Newton iteration. A stage ends
 after its steps, or earlier when the optimizer reports convergence. Between stages a KAN is extended to the
 stage's grid size (a finer KAN fitted to the current one by least squares) and the optimizer starts afresh.
-Errors against the exact or reference solution are measured every ``eval_every`` steps (every step for
-optimizers that report diagnostics, such as Levenberg-Marquardt), off the clock: ``train_time`` counts
-optimisation only.
+Errors against the exact or reference solution are measured every ``eval_every`` steps and at stage ends,
+off the clock (``train_time`` counts optimisation only; ``eval_time`` says what measuring cost); optimizers
+that report diagnostics, such as Levenberg-Marquardt, get a history row (losses, diagnostics) every step.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import signal
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
+from kanpde import signals
 from kanpde.nn import KAN, count_parameters
 from kanpde.objective import (LeastSquares, backward_in_chunks, condition_terms, evaluate_terms,  # noqa: F401
                               loss_terms, residual_magnitude, residual_terms)
@@ -29,6 +31,7 @@ from kanpde.optim.base import TorchOptimizer
 from kanpde.optim.lm import check_size
 from kanpde.problem import Problem
 from kanpde.prune import prune
+from kanpde.resume import capture, restore_model, set_rng_state
 from kanpde.sampling import Sampler
 
 log = logging.getLogger("kanpde")
@@ -119,6 +122,7 @@ class Result:
     metrics: dict = field(default_factory=dict)
     history: list[dict] = field(default_factory=list)
     message: str = ""
+    resume: dict | None = None  # an interrupted run's resume state (kanpde.resume), saved in its checkpoint
 
 
 class Diverged(RuntimeError):
@@ -137,9 +141,10 @@ def train(problem: Problem, model: torch.nn.Module, stages: Sequence[Stage],
           optimizers: Mapping[str, Callable], sampler: Sampler, evaluation: Evaluation | None = None, *,
           engine: str = "forward", transform=None, grid_update: GridUpdate | None = GridUpdate(),
           eval_every: int = 10, max_time: float | None = None, progress: bool | None = None,
-          checkpoint: Callable[[torch.nn.Module, int], None] | None = None,
+          checkpoint: Callable[[torch.nn.Module, int, dict], None] | None = None,
           chunk_size: int | None = None, divergence_factor: float = 1e8,
-          input_grad: Collection[str] = ()) -> Result:
+          input_grad: Collection[str] = (), resume: Mapping | None = None, checkpoint_every: int = 0,
+          checkpoint_seconds: float | None = None) -> Result:
     """Train ``model`` on ``problem`` through ``stages``; see the module docstring.
 
     Args:
@@ -152,16 +157,24 @@ def train(problem: Problem, model: torch.nn.Module, stages: Sequence[Stage],
         eval_every: steps between error measurements.
         max_time: stop after this many seconds of training (status ``time_limit``).
         progress: show a tqdm bar (``None``: only in a terminal).
-        checkpoint: called as ``checkpoint(model, step)`` at the end of each stage.
+        checkpoint: called as ``checkpoint(model, step, state)`` at the end of each stage and every
+            ``checkpoint_every`` steps or ``checkpoint_seconds`` seconds; ``state`` is the resume state
+            (:mod:`kanpde.resume`, tensors and plain data). An error it raises is logged, and training goes on.
         chunk_size: process interior points in chunks of this size (bounded memory, same gradient).
         divergence_factor: a loss above this multiple of the stage's best counts as divergence (float64
             can hold an exploding loss of 1e70 without ever reaching inf).
         input_grad: point sets (``"interior"`` or condition names) whose residuals need mixed or higher
             derivatives (``ValidationReport.autograd``); their points require grad from the start, so the
             derivative engine does not compute the forward jet twice per step.
+        resume: a resume state (``Result.resume``, or a checkpoint's ``"resume"`` section) to continue from
+            exactly where it was taken; ``model`` gives dtype and device (and is reused if its grid fits).
     """
     if chunk_size is not None and (int(chunk_size) != chunk_size or chunk_size < 1):
         raise ValueError(f"chunk_size must be an integer >= 1 or None, got {chunk_size!r}")
+    if int(checkpoint_every) != checkpoint_every or checkpoint_every < 0:
+        raise ValueError(f"checkpoint_every must be an integer >= 0 (steps; 0: off), got {checkpoint_every!r}")
+    if checkpoint_seconds is not None and not checkpoint_seconds > 0:
+        raise ValueError(f"checkpoint_seconds must be a number > 0 or None, got {checkpoint_seconds!r}")
     for stage in stages:
         if stage.optimizer not in optimizers:
             raise ValueError(f"stage optimizer {stage.optimizer!r} is not configured; known: {sorted(optimizers)}")
@@ -173,20 +186,36 @@ def train(problem: Problem, model: torch.nn.Module, stages: Sequence[Stage],
     reference = next(model.parameters())
     dtype, device = reference.dtype, reference.device
     check_optimizer_sizes(model, stages, optimizers)
-    points = {k: v.to(dtype=dtype, device=device).requires_grad_(k in input_grad)
-              for k, v in collocation(problem, sampler).items()}
+    history: list[dict] = []
+    state = {"step": 0, "train_time": 0.0}
+    if resume is not None:
+        model = restore_model(resume, like=model)
+        fresh = resume["points"]
+        sampler.load_state_dict(resume["sampler_state"])
+        history = [dict(row) for row in resume["history"]]
+        state = {"step": int(resume["step"]), "train_time": float(resume["train_time"])}
+        set_rng_state(resume["rng"])
+    else:
+        fresh = collocation(problem, sampler)
+    points = {k: v.to(dtype=dtype, device=device).requires_grad_(k in input_grad) for k, v in fresh.items()}
     objective = LeastSquares(problem, model, points, engine=engine, transform=transform, chunk_size=chunk_size,
                              input_grad=input_grad)
-    history: list[dict] = []
+    if isinstance(model, KAN):
+        _warn_outside(model, torch.cat(list(points.values())))
     total_steps = sum(stage.steps for stage in stages)
-    bar = tqdm(total=total_steps, disable=(not progress) if progress is not None else None, desc=problem.name,
-               dynamic_ncols=True)
-    state = {"step": 0, "train_time": 0.0}
+    bar = tqdm(total=total_steps, initial=state["step"], disable=(not progress) if progress is not None else None,
+               desc=problem.name, dynamic_ncols=True)
     last_good = copy.deepcopy(model.state_dict())  # certified by a finite loss: restored on divergence
     last_step = last_good  # after the last completed step: restored on an interrupt
-    status, message = "completed", ""
+    if resume is not None:
+        objective.evaluations = int(resume["evaluations"])
+        last_good = resume["last_good"]
+    status, message, checkpoint_errors = "completed", "", []
     errors: dict[str, float] = {}
     start = time.perf_counter()
+    saved_at = time.monotonic()
+    snapshot = None  # the loop's state after the last completed step: what an interrupt saves for resume
+    eval_time = [0.0]  # seconds spent measuring errors (off the training clock, on the wall clock)
 
     def all_points():
         return torch.cat(list(points.values()))
@@ -194,18 +223,20 @@ def train(problem: Problem, model: torch.nn.Module, stages: Sequence[Stage],
     interior_graph = "interior" in input_grad  # the interior residual needs autograd (mixed derivatives)
     adaptive = getattr(sampler, "adaptive", None)  # samplers without adaptive sampling may omit the attribute
 
-    def record(stage_index: int, info: Mapping[str, float] | None = None):
-        """A history row at the current parameters (off the clock). The loss is evaluated afresh (the last
-        closure call of an L-BFGS step may be a line-search trial that was not accepted) unless it is known
-        at exactly these parameters (the trial an LM step accepted)."""
+    def record(stage_index: int, info: Mapping[str, float] | None = None, measure: bool = True):
+        """A history row at the current parameters (off the clock), with errors if ``measure``. The loss is
+        evaluated afresh (the last closure call of an L-BFGS step may be a line-search trial that was not
+        accepted) unless it is known at exactly these parameters (the trial an LM step accepted)."""
         nonlocal errors
         terms = objective.current_terms()
         row = {"step": state["step"], "stage": stage_index, "grid_size": getattr(model, "grid_size", ""),
                "time": round(state["train_time"], 4), "evaluations": objective.evaluations,
                "n_interior": len(points["interior"]),
                "loss": sum(terms.values()), **{f"loss_{k}": v for k, v in terms.items()}, **(info or {})}
-        if evaluation is not None:
+        if evaluation is not None and measure:
+            tick = time.perf_counter()
             errors = evaluation.errors(model, getattr(problem, "hard_constraint", None))
+            eval_time[0] += time.perf_counter() - tick
             row.update(errors)
         history.append(row)
         postfix = {"loss": f"{row['loss']:.2e}"}
@@ -222,36 +253,68 @@ def train(problem: Problem, model: torch.nn.Module, stages: Sequence[Stage],
         fresh = sampler.adapt(problem.domain, points["interior"], magnitude)
         points["interior"] = fresh.to(dtype=dtype, device=device).requires_grad_(interior_graph)
 
+    def take(stage_index, step_in_stage, stage_done, optimizer, best_loss):
+        return capture(stage_index, step_in_stage, stage_done, state, objective.evaluations, best_loss, model,
+                       last_step, last_good, optimizer, points, sampler, len(history))
+
+    def save(snap, force: bool = False):
+        """The checkpoint callback, when due; its failures (a full disk, a read-only folder) cost the
+        checkpoint, never the run."""
+        nonlocal saved_at
+        due = force or (checkpoint_every and snap.step % checkpoint_every == 0) or \
+            (checkpoint_seconds is not None and time.monotonic() - saved_at >= checkpoint_seconds)
+        if checkpoint is None or not due:
+            return
+        try:
+            checkpoint(model, snap.step, snap.payload(history))
+        except Exception as error:  # noqa: BLE001 -- any failure to write is the same fault: no checkpoint
+            if not checkpoint_errors:
+                log.error("cannot write a checkpoint at step %d (%s: %s); training goes on", snap.step,
+                          type(error).__name__, error)
+            checkpoint_errors.append(f"step {snap.step}: {type(error).__name__}: {error}")
+        saved_at = time.monotonic()
+
+    first_stage = int(resume["stage"]) if resume is not None else 0
     try:
         for stage_index, stage in enumerate(stages):
-            if adaptive is not None and stage.steps > 0 and adaptive.due(state["step"], stage_index > 0):
-                tick = time.perf_counter()  # before the extension, so that new knots see the new points
-                adapt_points()
-                state["train_time"] += time.perf_counter() - tick
-            if stage.prune is not None:
-                tick = time.perf_counter()
-                widths = model.widths
-                model = prune(model, all_points(), stage.prune)
-                objective.set_model(model)
-                state["train_time"] += time.perf_counter() - tick
-                last_good = last_step = copy.deepcopy(model.state_dict())
-                log.info("stage %d: pruned KAN %s -> %s", stage_index, widths, model.widths)
+            if stage_index < first_stage:
+                continue
             objective.sparsity = stage.sparsity
-            if isinstance(model, KAN) and stage.grid_size is not None and stage.grid_size != model.grid_size:
-                tick = time.perf_counter()  # extension is part of training: on the clock
-                model = model.extend_grid(stage.grid_size, all_points(),
-                                          margin=grid_update.margin if grid_update else 0.1,
-                                          adaptive=grid_update.adaptive if grid_update else 0.0)
-                objective.set_model(model)
-                state["train_time"] += time.perf_counter() - tick
-                last_good = last_step = copy.deepcopy(model.state_dict())
             factory = optimizers[stage.optimizer]
-            optimizer = make_optimizer(factory, model)
-            best_loss = math.inf
+            within = resume is not None and stage_index == first_stage and int(resume["step_in_stage"]) > 0
+            if within:  # continue the stage the resume state was taken in: no extension, the optimizer's state
+                optimizer = make_optimizer(factory, model)
+                optimizer.load_state_dict(resume["optimizer_state"])
+                best_loss = float(resume["best_loss"])
+                first_step = stage.steps + 1 if resume["stage_done"] else int(resume["step_in_stage"]) + 1
+            else:
+                if adaptive is not None and stage.steps > 0 and adaptive.due(state["step"], stage_index > 0):
+                    tick = time.perf_counter()  # before the extension, so that new knots see the new points
+                    adapt_points()
+                    state["train_time"] += time.perf_counter() - tick
+                if stage.prune is not None:
+                    tick = time.perf_counter()
+                    widths = model.widths
+                    model = prune(model, all_points(), stage.prune)
+                    objective.set_model(model)
+                    state["train_time"] += time.perf_counter() - tick
+                    last_good = last_step = copy.deepcopy(model.state_dict())
+                    log.info("stage %d: pruned KAN %s -> %s", stage_index, widths, model.widths)
+                if isinstance(model, KAN) and stage.grid_size is not None and stage.grid_size != model.grid_size:
+                    tick = time.perf_counter()  # extension is part of training: on the clock
+                    model = model.extend_grid(stage.grid_size, all_points(),
+                                              margin=grid_update.margin if grid_update else 0.1,
+                                              adaptive=grid_update.adaptive if grid_update else 0.0)
+                    objective.set_model(model)
+                    state["train_time"] += time.perf_counter() - tick
+                    last_good = last_step = copy.deepcopy(model.state_dict())
+                optimizer = make_optimizer(factory, model)
+                best_loss = math.inf
+                if state["step"] == 0:
+                    record(stage_index)
+                first_step = 1
 
-            if state["step"] == 0:
-                record(stage_index)
-            for step_in_stage in range(1, stage.steps + 1):
+            for step_in_stage in range(first_step, stage.steps + 1):
                 if max_time is not None and state["train_time"] >= max_time:
                     status, message = "time_limit", f"stopped after {state['train_time']:.1f} s (max_time={max_time})"
                     break
@@ -277,10 +340,14 @@ def train(problem: Problem, model: torch.nn.Module, stages: Sequence[Stage],
                 _check_loss(report.loss, best_loss, divergence_factor, state["step"], stage_index)
                 best_loss = min(best_loss, report.loss)
                 last_good, last_step = before, copy.deepcopy(model.state_dict())
-                # Optimizers that report diagnostics (Levenberg-Marquardt) get a history row every step.
-                if report.converged or step_in_stage == stage.steps or \
-                        state["step"] % (1 if report.info else eval_every) == 0:
-                    record(stage_index, report.info)
+                # Optimizers that report diagnostics (Levenberg-Marquardt) get a history row every step; errors
+                # are measured every eval_every steps and at stage ends (a 3-D test grid costs as much as a step).
+                measure = bool(report.converged) or step_in_stage == stage.steps or state["step"] % eval_every == 0
+                if measure or report.info:
+                    record(stage_index, report.info, measure)
+                snapshot = take(stage_index, step_in_stage, bool(report.converged) or step_in_stage == stage.steps,
+                                optimizer, best_loss)
+                save(snapshot)
                 if report.converged:
                     log.info("stage %d: %s after %d steps; next stage", stage_index, report.converged, step_in_stage)
                     bar.update(stage.steps - step_in_stage)
@@ -288,24 +355,29 @@ def train(problem: Problem, model: torch.nn.Module, stages: Sequence[Stage],
             # certify the parameters after the stage's last step
             _check_loss(objective.loss(), best_loss, divergence_factor, state["step"], stage_index)
             last_good = last_step = copy.deepcopy(model.state_dict())
-            if checkpoint is not None:
-                checkpoint(model, state["step"])
-            if status != "completed":
+            if status != "completed":  # stopped by max_time: the state after the last step, for the record
+                if snapshot is not None:
+                    save(snapshot, force=True)
                 break
+            snapshot = take(stage_index + 1, 0, False, None, math.inf)  # the next stage, not yet begun
+            save(snapshot, force=True)
     except Diverged as error:
         model.load_state_dict(last_good)
         status, message = "diverged", str(error)
         log.error("diverged: %s; the last finite parameters are kept", error)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as error:  # Ctrl-C, or SIGTERM under kanpde.signals.interrupts_raise
         # The state after the last completed step, unless that step left non-finite parameters (not yet checked).
         finite = all(torch.isfinite(v).all() for v in last_step.values() if v.is_floating_point())
         model.load_state_dict(last_step if finite else last_good)
-        status, message = "interrupted", f"interrupted by the user at step {state['step']}"
+        stopped_by = signals.signal_of(error)
+        status, message = "interrupted", signals.describe(stopped_by, state["step"])
         log.warning("%s; saving the last completed step", message)
     finally:
         bar.close()
     if evaluation is not None:
+        tick = time.perf_counter()
         errors = evaluation.errors(model, getattr(problem, "hard_constraint", None))
+        eval_time[0] += time.perf_counter() - tick
     metrics = {
         "status": status,
         **errors,
@@ -314,11 +386,21 @@ def train(problem: Problem, model: torch.nn.Module, stages: Sequence[Stage],
         "loss_evaluations": objective.evaluations,
         "train_time": state["train_time"],
         "wall_time": time.perf_counter() - start,
+        "eval_time": eval_time[0],
         "parameters": count_parameters(model),
         "grid_size": getattr(model, "grid_size", None),
         "n_interior_final": len(points["interior"]),
     }
-    return Result(model, status, metrics, history, message)
+    if status == "interrupted":
+        metrics["signal"] = signal.Signals(stopped_by).name
+    if checkpoint_errors:
+        metrics["checkpoint_errors"] = checkpoint_errors
+        message = (message + "; " if message else "") + f"{len(checkpoint_errors)} checkpoint write(s) failed"
+    if resume is not None:
+        metrics["resumed_at_step"] = int(resume["step"])
+    # What a later run needs to continue: an interrupted run's state after its last completed step.
+    resume_state = snapshot.payload(history) if status == "interrupted" and snapshot is not None else None
+    return Result(model, status, metrics, history, message, resume_state)
 
 
 def check_optimizer_sizes(model: torch.nn.Module, stages: Sequence[Stage], optimizers: Mapping[str, Callable]) -> None:
@@ -333,6 +415,19 @@ def check_optimizer_sizes(model: torch.nn.Module, stages: Sequence[Stage], optim
             continue
         size = model.count_parameters(grid) if isinstance(model, KAN) else count_parameters(model)
         check_size(size, limit, next(model.parameters()).dtype)
+
+
+def _warn_outside(model: KAN, points: torch.Tensor, tolerance: float = 0.01) -> None:
+    """Warn when collocation points (N, d) leave the first layer's grid: the spline branch is zero there, and
+    those points train the SiLU branch alone (a KAN built for [-1, 1] on a problem on [0, 2])."""
+    fraction = model.fraction_outside_grid(points.detach())[0]
+    if fraction > tolerance:
+        knots = model.layers[0].knots
+        ranges = [(round(float(lo), 4), round(float(hi), 4))
+                  for lo, hi in zip(knots[:, model.order], knots[:, -model.order - 1])]
+        log.warning("%.1f%% of the collocation points' coordinates lie outside the KAN's input grid %s, where its "
+                    "splines are zero; build it with grid_range=problem.domain.ranges (kanpde.nn.build_kan does)",
+                    100 * fraction, ranges)
 
 
 def _check_loss(loss, best_loss: float, factor: float, step: int, stage_index: int) -> None:

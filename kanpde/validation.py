@@ -47,6 +47,7 @@ class ValidationReport:
             hold (mixed or third order, e.g. ``("u_xy",)``), taken by autograd; empty when none are.
         has_exact: the problem gives an exact solution.
         n_probe: interior probe points used.
+        derivative_order: the highest derivative order any residual or condition reads (2 for u_xx).
     """
 
     terms: tuple[str, ...]
@@ -54,6 +55,7 @@ class ValidationReport:
     autograd: dict[str, tuple[str, ...]] = field(default_factory=dict)
     has_exact: bool = False
     n_probe: int = 0
+    derivative_order: int = 0
 
     @property
     def used_autograd(self) -> bool:
@@ -103,6 +105,7 @@ def validate(problem: Problem, model: torch.nn.Module, engine: str = "forward", 
     sampler = Sampler(method="sobol", n_interior=int(n_probe), n_boundary=int(n_probe), seed=seed)
 
     autograd: dict[str, tuple[str, ...]] = {}
+    order = [0]  # the highest derivative order read so far
 
     def probe(where: str, x: torch.Tensor, function, what: str, term: str) -> list[str]:
         """Evaluate ``function(x, d)`` at ``x`` and check each value; returns the loss-term names."""
@@ -113,6 +116,7 @@ def validate(problem: Problem, model: torch.nn.Module, engine: str = "forward", 
             named = _named_values(returned, who, what, term)
             for label, _, value in named:
                 _check_values(value, len(x), dtype, parameters, who, label, x)
+        order[0] = max([order[0], *(len(wrt) for _, wrt in fields._cache)])
         needed = tuple(_name(problem, key) for key in fields._cache if _is_fallback(key[1]))
         if fields.used_autograd and needed:
             autograd[where] = needed
@@ -129,7 +133,7 @@ def validate(problem: Problem, model: torch.nn.Module, engine: str = "forward", 
             terms.append(term)
     has_exact = _check_exact(problem, sampler.interior(box), who)
     fast = engine == "forward" and hasattr(model, "forward_jet")
-    return ValidationReport(tuple(terms), fast, autograd, has_exact, int(n_probe))
+    return ValidationReport(tuple(terms), fast, autograd, has_exact, int(n_probe), order[0])
 
 
 def check_reference(problem: Problem, reference) -> tuple[torch.Tensor, torch.Tensor]:

@@ -144,13 +144,52 @@ def test_kanpde_time_to_accuracy_run_records_a_curve():
     assert times == sorted(times) and summary["final_rel_l2"] < 1.5
 
 
-def test_memory_probe_skips_sizes_over_the_limit():
+def test_memory_probe_skips_sizes_over_the_limit(monkeypatch):
+    """A step of 2 MB at 200 points extrapolates to 4 MB at 400, over a 1 MB limit: 400 and 800 are skipped.
+    The resident-set readings are fixed here: a real step may fit in memory already resident (0 MB), from which
+    nothing extrapolates, and the test used to pass without checking anything then."""
+    readings = {"VmRSS": 1000, "VmHWM": 1000 + 2048}  # KiB: 2 MB above the baseline
+    monkeypatch.setattr(bench_step, "_status_kib", lambda field: readings[field])
+    monkeypatch.setattr(bench_step, "_reset_high_water_mark", lambda: True)
     variant = bench_step.Variant("kan", (2, 3, 1), 5, "forward")
-    result = bench_step.probe_memory(variant, torch.float64, [200, 400], chunk=100, max_gb=1e-9, max_seconds=60)
+    result = bench_step.probe_memory(variant, torch.float64, [200, 400, 800], chunk=100, max_gb=1 / 1024,
+                                     max_seconds=60)
+    first, second, third = result["rows"]
+    assert first["status"] == "ok" and first["step_mb"] == 2.0
+    assert second["status"] == "skipped" and second["estimated_mb"] == 4.0 and "--max-step-gb" in second["note"]
+    assert third["status"] == "skipped"
+
+
+def test_memory_probe_skips_sizes_over_the_time_limit():
+    variant = bench_step.Variant("kan", (2, 3, 1), 5, "forward")
+    result = bench_step.probe_memory(variant, torch.float64, [200, 400], chunk=100, max_gb=1e6, max_seconds=0.0)
     first, second = result["rows"]
-    assert first["status"] == "ok" and first["step_mb"] >= 0
-    if first["step_mb"] > 0:  # nothing to extrapolate from a step that fitted in already-resident memory
-        assert second["status"] == "skipped" and "--max-step-gb" in second["note"]
+    assert first["status"] == "ok" and first["seconds"] >= 0
+    assert second["status"] == "skipped" and "--max-step-seconds" in second["note"]
+
+
+def test_the_accuracy_report_survives_a_failed_run(tmp_path):
+    """A peer's subprocess that failed leaves no final error: the report shows a dash (it raised on
+    f"{None:.2e}"), and the JSON is written before the Markdown is formatted."""
+    failed = {"method": "deepxde-mlp", "problem": "poisson_sinsin", "status": None, "reached": {"1e-02": None},
+              "final_rel_l2": None, "best_rel_l2": None, "train_time_s": None, "loss_evaluations": None,
+              "recipe": "DeepXDE"}
+    good = {**bench_accuracy.summarize("kanpde-kan", "poisson_sinsin",
+                                       {"status": "completed", "curve": [[0.0, 1, 1.0], [1.0, 9, 5e-3]]}, 60.0)}
+    info = {"time_to_accuracy": {"setup": "setup", "cap_s": 60.0, "thresholds": [1e-2], "problems": ["poisson_sinsin"],
+                                 "runs": [good, failed]},
+            "created": "now", "machine": bench_report.machine_info(1)}
+    text = bench_report.accuracy_markdown(info, "kanpde bench")
+    failed_row = next(line for line in text.splitlines() if line.startswith("| deepxde-mlp"))
+    assert "| — | — | — | — | failed |" in failed_row
+    assert "| 5.00e-03 | 5.00e-03 | 1.0 s | 9 |" in text
+
+    def broken():
+        raise KeyError("a formatting bug")
+
+    with pytest.raises(KeyError):
+        bench.write(tmp_path, "time_to_accuracy", info, broken)
+    assert json.loads((tmp_path / "time_to_accuracy.json").read_text())["time_to_accuracy"]["cap_s"] == 60.0
 
 
 def test_lm_iteration_cost_reports_its_parts():

@@ -1,6 +1,7 @@
 """Tests of the command line (``python -m kanpde``) in fresh interpreters, each in its own folder.
 
-Exit codes: 0 done, 2 usage or configuration error, 3 diverged, 130 interrupted (Ctrl-C).
+Exit codes: 0 done, 1 a bug (with its traceback), 2 usage or configuration error, 3 diverged, 130 interrupted
+(Ctrl-C), 143 terminated (SIGTERM).
 """
 
 from __future__ import annotations
@@ -169,8 +170,13 @@ def test_diverging_run_exits_3(tmp_path, cli, find_runs, precision):
     assert all(torch.isfinite(t).all() for t in payload["state_dict"].values())
 
 
-def test_ctrl_c_saves_and_exits_130(tmp_path, cli_env, find_runs, tiny_overrides):
-    """SIGINT during training: the run stops, saves metrics (status interrupted) and a checkpoint, exits 130."""
+@pytest.mark.parametrize("signum, code, message", [(signal.SIGINT, 130, "interrupted by the user (SIGINT)"),
+                                                    (signal.SIGTERM, 143, "stopped by SIGTERM")])
+def test_a_signal_saves_and_exits_128_plus_its_number(tmp_path, cli_env, find_runs, tiny_overrides, signum, code,
+                                                      message):
+    """SIGINT (Ctrl-C) or SIGTERM (SLURM, a closed terminal) during training: the run stops, saves metrics (status
+    interrupted) and a resumable checkpoint of the last completed step, and exits 130 / 143. SIGTERM used to
+    kill the process on the spot, leaving neither."""
     command = [sys.executable, "-m", "kanpde", "solve", "poisson", *tiny_overrides,
                "schedule.stages=[{optimizer:lbfgs,steps:100000,grid_size:5}]", "train.max_time=90"]
     process = subprocess.Popen(command, cwd=tmp_path, env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -184,19 +190,20 @@ def test_ctrl_c_saves_and_exits_130(tmp_path, cli_env, find_runs, tiny_overrides
         assert find_runs(tmp_path), "the run folder never appeared"
         time.sleep(3.5)  # well inside the training loop (setup and the first loss take ~1.5 s)
         assert process.poll() is None, "the run ended before it could be interrupted"
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signum)
         _, stderr = process.communicate(timeout=60)
     finally:
         if process.poll() is None:
             process.kill()
             process.communicate()
     (folder,) = find_runs(tmp_path)
-    assert process.returncode == 130, stderr[-3000:]
+    assert process.returncode == code, stderr[-3000:]
     metrics = json.loads((folder / "metrics.json").read_text())
-    assert metrics["status"] == "interrupted"
-    assert "interrupted by the user" in metrics["message"]
+    assert metrics["status"] == "interrupted" and metrics["signal"] == signal.Signals(signum).name
+    assert message in metrics["message"]
     payload = torch.load(folder / "checkpoint.pt", weights_only=True)
     assert payload["meta"]["status"] == "interrupted" and payload["meta"]["step"] == metrics["steps"]
+    assert payload["resume"]["step"] in (metrics["steps"], metrics["steps"] - 1)  # resumable from there
     assert all(torch.isfinite(t).all() for t in payload["state_dict"].values())
     assert "Traceback" not in stderr
 

@@ -115,6 +115,40 @@ def test_jets_of_g_and_dist_are_cached_per_point_set():
     assert calls["g"] == 5
 
 
+def test_every_chunk_of_a_point_set_hits_however_many_chunks():
+    """20 chunks of one point set, each asked for twice per 'step': the cache used to hold 8 entries keyed by
+    address, so with more than 8 chunks every call missed (40 evaluations of g instead of 20)."""
+    calls = {"g": 0}
+
+    def g(x):
+        calls["g"] += 1
+        return g_scalar(x)
+
+    constraint = HardConstraint(g, dist_scalar)  # the default cache_size, 8
+    x = points(n=200)
+    for _ in range(2):
+        for start in range(0, 200, 10):
+            constraint.jets(x[start : start + 10])
+    assert calls["g"] == 20
+
+
+def test_the_cache_lets_go_of_points_that_are_gone():
+    constraint = HardConstraint(g_scalar, dist_scalar)
+    x = points()
+    constraint.jets(x)
+    assert len(constraint._cache) == 1
+    del x  # resampling replaces the points: their entry goes with them
+    assert len(constraint._cache) == 0
+
+
+def test_tensors_of_torch_func_transforms_are_not_keyed_by_storage():
+    """Under vmap there is no storage: the old key (data_ptr) raised there; such tensors are not cached."""
+    x = points()
+    keyed = torch.func.vmap(lambda row: torch.tensor(HardConstraint._keys(row) is None))(x)
+    assert bool(keyed.all())
+    assert HardConstraint._keys(x[:5])[0] is x
+
+
 def test_cache_is_bounded_and_not_copied():
     constraint = HardConstraint(g_scalar, dist_scalar, cache_size=2)
     kept = [points(seed=s) for s in range(4)]

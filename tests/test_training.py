@@ -55,7 +55,7 @@ def test_error_falls_across_grid_extension(poisson, lbfgs, seed):
     calls = []
     result = train(poisson, kan(poisson, seed=seed), stages, {"lbfgs": lbfgs()},
                    Sampler("sobol", n_interior=300, n_boundary=100, seed=seed), evaluation(poisson),
-                   eval_every=10, checkpoint=lambda model, step: calls.append((model.grid_size, step)))
+                   eval_every=10, checkpoint=lambda model, step, state: calls.append((model.grid_size, step)))
     assert result.status == "completed"
     assert calls == [(3, 40), (6, 80)]  # a checkpoint at the end of every stage
     end_of_first = [row for row in result.history if row["stage"] == 0][-1]

@@ -7,6 +7,7 @@ committed results file without running anything.
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import subprocess
@@ -345,6 +346,13 @@ def _profile_markdown(profiles: list[dict]) -> list[str]:
     return lines
 
 
+def _number(value, spec: str, unit: str = "") -> str:
+    """``value`` formatted by ``spec``, or a dash when it is missing (None) or not finite."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "—"
+    return f"{value:{spec}}{unit}"
+
+
 def accuracy_markdown(info: dict, command: str) -> str:
     accuracy = info["time_to_accuracy"]
     lines = _header("kanpde bench: time to accuracy", info, command)
@@ -366,11 +374,12 @@ def accuracy_markdown(info: dict, command: str) -> str:
             cells = []
             for key, hit in run["reached"].items():
                 cells.append("not reached" if hit is None else f"{hit['time_s']:.1f} s / {hit['evaluations']}")
-            final = run.get("final_rel_l2")
-            best = run.get("best_rel_l2")
+            # A run that failed (a peer's subprocess crashed) has no numbers: a dash, not a crash of the report.
+            final, best = _number(run.get("final_rel_l2"), ".2e"), _number(run.get("best_rel_l2"), ".2e")
+            seconds = _number(run.get("train_time_s"), ".1f", " s")
             lines.append(f"| {run['method']} | {run.get('parameters') or ''} | " + " | ".join(cells)
-                         + f" | {final:.2e} | {best:.2e} | {run['train_time_s']:.1f} s | {run['loss_evaluations']} | "
-                         f"{run['status']} |")
+                         + f" | {final} | {best} | {seconds} | {_number(run.get('loss_evaluations'), 'd')} | "
+                         f"{run.get('status') or 'failed'} |")
         comparison = accuracy.get("deepxde_comparison", {}).get(problem)
         if comparison:
             lines += ["", comparison["text"]]
