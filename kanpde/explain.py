@@ -230,7 +230,7 @@ def _measure(problem, model, points, evaluation, constraint, engine: str = "forw
 def _evaluation(cfg, problem):
     from kanpde.app import make_evaluation
 
-    evaluation = make_evaluation(problem, cfg.eval.points_per_side)
+    evaluation = make_evaluation(problem, cfg.eval.get("points_per_side"), cfg.eval.get("n_points", 10201))
     if evaluation is None:
         return None
     return type(evaluation)(evaluation.points.to(torch.float64), evaluation.values.to(torch.float64))

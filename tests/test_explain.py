@@ -83,10 +83,11 @@ def test_explain_writes_a_measured_honest_report(cli, tmp_path, tiny_overrides):
     from omegaconf import OmegaConf
 
     from kanpde.problems.poisson import SinSinPoisson
-    from kanpde.sampling import evaluation_grid
+    from kanpde.sampling import evaluation_grid, grid_side
 
     problem = SinSinPoisson()
-    grid = evaluation_grid(problem.domain, OmegaConf.load(run / "config.yaml").eval.points_per_side)
+    settings = OmegaConf.load(run / "config.yaml").eval
+    grid = evaluation_grid(problem.domain, settings.get("points_per_side") or grid_side(settings.n_points, 2))
     expression = sympy.sympify(report["rounded"]["expressions"][0], locals={"x": sympy.Symbol("x", real=True),
                                                                            "y": sympy.Symbol("y", real=True)})
     values = sympy.lambdify(sympy.symbols("x y", real=True), expression, "numpy")(grid[:, 0].numpy(), grid[:, 1].numpy())
