@@ -13,7 +13,7 @@ import torch
 from kanpde.nn import KAN
 from kanpde.problem import Box
 from kanpde.sampling import ResidualAdaptive, Sampler
-from kanpde.training import Stage, evaluate_terms, residual_magnitude, train
+from kanpde.training import Stage, residual_magnitude, train
 
 SQUARE = Box(("x", "y"), (-1.0, -1.0), (1.0, 1.0))
 

@@ -19,7 +19,7 @@ from kanpde.nn import KAN
 from kanpde.optim import LevenbergMarquardt
 from kanpde.problems.poisson import SinSinPoisson
 from kanpde.resume import CheckpointError, config_drift, flatten, read_checkpoint, rng_state, set_rng_state
-from kanpde.sampling import ResidualAdaptive, Sampler, evaluation_grid
+from kanpde.sampling import Sampler, evaluation_grid
 from kanpde.signals import Interrupted
 from kanpde.training import Evaluation, GridUpdate, Stage, train
 
