@@ -24,7 +24,6 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-import numpy as np
 import sympy
 import torch
 from hydra.utils import instantiate
@@ -36,6 +35,7 @@ from kanpde.objective import LeastSquares
 from kanpde.optim import LevenbergMarquardt
 from kanpde.plots import network_diagram
 from kanpde.prune import edge_activations, edge_scores
+from kanpde.results import json_safe
 from kanpde.symbolic import Candidate, SymbolicFunction, fit_edge, library_with
 from kanpde.training import Stage, collocation, train
 
@@ -154,7 +154,7 @@ def explain(run_dir: str | Path, *, threshold: float = 0.05, functions=None,
                                                        "to these expressions (the network's output)",
     }
     report["verdict"] = _verdict(report)
-    (run_dir / "formula.json").write_text(json.dumps(_clean(report), indent=2))
+    (run_dir / "formula.json").write_text(json.dumps(json_safe(report), indent=2))
     (run_dir / "formula.md").write_text(_markdown(report))
     log.info("%s", report["verdict"])
     return report
@@ -292,18 +292,6 @@ def _markdown(report: dict) -> str:
 
 def _fmt(value) -> str:
     return "n/a" if value is None or not math.isfinite(value) else f"{value:.3e}"
-
-
-def _clean(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
 
 
 def main(argv: list[str]) -> int:

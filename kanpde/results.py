@@ -71,14 +71,16 @@ def write_history(path: Path, history: list[dict]) -> None:
         writer.writerows(history)
 
 
-def _clean(value):
-    """JSON has no NaN/inf: write them as null."""
+def json_safe(value):
+    """Plain JSON data: NaN/inf become null (JSON has neither), numpy scalars Python numbers."""
+    if isinstance(value, np.generic):
+        value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 
@@ -117,7 +119,7 @@ def write_run(folder: str | os.PathLike, result: Result, problem, evaluation: Ev
             files.append(name)
     metrics["files"] = files
     metrics["output_time"] = time.perf_counter() - start  # predictions, checkpoint, history and plots
-    metrics = _clean(metrics)
+    metrics = json_safe(metrics)
     with open(folder / "metrics.json", "w") as handle:
         json.dump(metrics, handle, indent=2)
     return metrics

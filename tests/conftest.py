@@ -8,12 +8,14 @@ fixtures because ``tests/nn/conftest.py`` shadows a plain ``import conftest``. B
 
 from __future__ import annotations
 
+import csv
 import functools
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -53,6 +55,23 @@ def run_folders(root: Path, problem: str = "poisson") -> list[Path]:
     """Run folders the CLI wrote under ``root/results/runs/<problem>``."""
     base = root / "results" / "runs" / problem
     return sorted(p for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
+
+
+def check_reported_and_trained(folder: Path, metrics: dict) -> None:
+    """A finished tiny run: its reported rel_l2 is the saved prediction's error against the reference, and
+    training lowered the loss (a bound such as rel_l2 < 1 passed for a network that had not moved)."""
+    prediction = np.load(folder / "prediction.npz")
+    diff = prediction["predicted"] - prediction["reference"]
+    assert metrics["rel_l2"] == pytest.approx(np.linalg.norm(diff) / np.linalg.norm(prediction["reference"]), rel=1e-10)
+    with open(folder / "history.csv", newline="") as handle:
+        losses = [float(row["loss"]) for row in csv.DictReader(handle)]
+    assert losses[-1] < 0.9 * losses[0], losses
+
+
+@pytest.fixture
+def reported_and_trained():
+    """``reported_and_trained(folder, metrics)``: see :func:`check_reported_and_trained`."""
+    return check_reported_and_trained
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import math
 
 import numpy as np
@@ -137,7 +136,7 @@ def test_residual_and_conditions(hard):
 @pytest.mark.parametrize("extra", [[], ["problem.hard=true"], ["problem.stretch=0", "problem.hard=true"],
                                    ["model=mlp", "model.hidden=[4]"]],
                          ids=["kan-soft-stretched", "kan-hard-stretched", "kan-hard-in-x", "mlp"])
-def test_tiny_run_end_to_end(extra, tmp_path):
+def test_tiny_run_end_to_end(extra, tmp_path, reported_and_trained):
     overrides = ["problem=burgers", "schedule.stages=[{optimizer:lbfgs,steps:2,grid_size:5}]",
                  "sampler.n_interior=64", "sampler.n_boundary=32", "model.hidden=[3]", "train.plot=false",
                  "train.progress=false", "problem.reference_points=[32,11]", *extra]
@@ -145,14 +144,8 @@ def test_tiny_run_end_to_end(extra, tmp_path):
         cfg = compose("solve", overrides=overrides)
     metrics = run(cfg, tmp_path, problem_name="burgers")
     assert metrics["status"] == "completed" and metrics["steps"] == 2
+    reported_and_trained(tmp_path, metrics)
     prediction = np.load(tmp_path / "prediction.npz")
-    # the reported error is the error of the saved prediction against the reference, and training lowered the
-    # loss (a bound such as rel_l2 < 2 passed for any finite output)
-    diff = prediction["predicted"] - prediction["reference"]
-    assert metrics["rel_l2"] == pytest.approx(np.linalg.norm(diff) / np.linalg.norm(prediction["reference"]), rel=1e-10)
-    with open(tmp_path / "history.csv", newline="") as handle:
-        losses = [float(row["loss"]) for row in csv.DictReader(handle)]
-    assert losses[-1] < 0.9 * losses[0], losses
     assert len(prediction["points"]) == 32 * 11
     # saved (and plotted) in x even when the problem is solved in the stretched s
     assert prediction["variables"].tolist() == ["x", "t"]

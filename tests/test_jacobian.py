@@ -263,7 +263,7 @@ def test_history_terms_come_from_the_accepted_trial_only_while_nothing_changed()
     assert moved["pde"] != pytest.approx(cached["pde"], rel=1e-6)
 
 
-def test_jacobian_by_columns_equals_rows_for_few_parameters():
+def test_jacobian_by_columns_equals_rows_for_few_parameters(monkeypatch):
     """The column-by-column generic Jacobian (double backward) equals the row-by-row one, on a residual
     with mixed derivatives through autograd; and LeastSquares picks it for a model with few parameters."""
     from kanpde.formula import FormulaKAN
@@ -282,6 +282,11 @@ def test_jacobian_by_columns_equals_rows_for_few_parameters():
     (_, residual), = _named(problem.residual(points["interior"], fields), "pde")
     torch.testing.assert_close(generic_columns(residual, index), generic_rows(residual, index), **TOLERANCE)
     objective = LeastSquares(problem, formula, points, input_grad=("interior",))
+
+    def row_by_row(*args, **kwargs):
+        raise AssertionError("a model with few parameters must take the column path")
+
+    monkeypatch.setattr("kanpde.objective.generic_rows", row_by_row)
     products = objective.gauss_newton(index)
     jtj, jtr, loss = reference_products(problem, formula, points)
     torch.testing.assert_close(products.jtj, jtj, **TOLERANCE)
