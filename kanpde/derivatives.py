@@ -52,15 +52,17 @@ class Fields:
         plain_values: answer value requests made before any derivative with a plain forward pass (no
             derivative propagation); right for small point sets such as Dirichlet faces, where values are
             usually all that is asked. Without a transform only.
+        data: values ``(N, k)`` aligned with ``x`` that a condition reads as ``d.data`` (observations); or None.
     """
 
     def __init__(self, model, x: torch.Tensor, variables, outputs, engine: str = "forward", transform=None,
-                 domain=None, plain_values: bool = False):
+                 domain=None, plain_values: bool = False, data: torch.Tensor | None = None):
         if engine not in ENGINES:
             raise ValueError(f"unknown derivative engine {engine!r}; choose one of {ENGINES}")
         self.model, self.variables, self.outputs = model, tuple(variables), tuple(outputs)
         self.engine, self.transform, self.domain = engine, transform, domain
         self.x = x
+        self.data = data
         self.used_autograd = False  # set when a derivative outside the jet was asked for
         self._jet: Jet | None = None
         self.plain_values = plain_values
@@ -151,7 +153,7 @@ class Fields:
     def __getattr__(self, name: str) -> torch.Tensor:
         """``d.u_xx`` as a synonym of ``d["u_xx"]``."""
         if name.startswith("_") or name in ("model", "variables", "outputs", "engine", "transform", "domain", "x",
-                                            "plain_values", "used_autograd"):
+                                            "plain_values", "used_autograd", "data"):
             raise AttributeError(name)
         try:
             return self[name]

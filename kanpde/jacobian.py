@@ -71,15 +71,17 @@ def structured_rows(residual: torch.Tensor, records: Sequence, index: ParameterI
 
     ``out``: an ``(N, P)`` buffer to fill (a large fresh allocation costs page faults every iteration).
 
-    Raises :class:`NotStructured` when a record was made at another number of points, or when a
-    parameter in ``index`` that requires grad is used by no record.
+    Parameters in ``index`` that no record covers (a problem's unknown coefficients) get their columns by
+    :func:`add_columns`, exact and cheap while they are few. Raises :class:`NotStructured` when a record was made
+    at another number of points, or when more than ``MAX_EXTRA_COLUMNS`` numbers lie outside the records.
     """
     n = residual.shape[0]
     if not records or any(record.n_points != n for record in records):
         raise NotStructured("network evaluations at another number of points than the residual")
     covered = {id(p) for record in records for p in record.layer.parameters()}
-    if any(p.requires_grad and id(p) not in covered for p in index.parameters):
-        raise NotStructured("a parameter outside the recorded layers")
+    outside = [p for p in index.parameters if p.requires_grad and id(p) not in covered]
+    if sum(p.numel() for p in outside) > MAX_EXTRA_COLUMNS:
+        raise NotStructured("many parameters outside the recorded layers")
     signals = torch.autograd.grad(residual.sum(), [record.output for record in records], retain_graph=True,
                                   allow_unused=True)
     rows = residual.new_zeros(n, index.size) if out is None else out.zero_()
@@ -92,7 +94,29 @@ def structured_rows(residual: torch.Tensor, records: Sequence, index: ParameterI
             _linear_rows(rows, record, signal, index)
         else:
             raise NotStructured(f"unknown record {type(record).__name__}")
+    if outside:
+        add_columns(rows, residual, outside, index)
     return rows
+
+
+MAX_EXTRA_COLUMNS = 64  # parameters outside the network's records that structured_rows fills column by column
+
+
+def add_columns(rows: torch.Tensor, residual: torch.Tensor, parameters: Sequence[torch.Tensor],
+                index: ParameterIndex) -> None:
+    """Add the columns d residual / d p ``(N,)`` of a few ``parameters`` into ``rows`` (N, P), exactly: J v for
+    each unit vector v by the double-backward trick (J^T u is linear in u, so d(v . J^T u)/du = J v), about two
+    backward passes of the residual's graph per column (which must still be alive: ``retain_graph``)."""
+    seed = torch.zeros_like(residual, requires_grad=True)
+    grads = torch.autograd.grad(residual, list(parameters), grad_outputs=seed, create_graph=True, allow_unused=True,
+                                materialize_grads=True)
+    for parameter, grad in zip(parameters, grads):
+        offset, flat = index.offset(parameter), grad.reshape(-1)
+        for k in range(flat.numel()):
+            if flat[k].requires_grad:  # else the residual does not depend on it: a zero column
+                (column,) = torch.autograd.grad(flat[k], seed, retain_graph=True, allow_unused=True,
+                                                materialize_grads=True)
+                rows[:, offset + k] += column.detach()
 
 
 def _spline_rows(rows: torch.Tensor, record: SplineRecord, signal: torch.Tensor, index: ParameterIndex) -> None:
@@ -163,7 +187,9 @@ def generic_rows(residual: torch.Tensor, index: ParameterIndex, batch: int = 64)
             grads = [torch.stack(parts) for parts in zip(*(
                 torch.autograd.grad(residual, parameters, grad_outputs=seed, retain_graph=True, allow_unused=True,
                                     materialize_grads=True) for seed in seeds))]
-        rows[start:stop] = torch.cat([g.reshape(stop - start, -1) for g in grads], dim=1)
+        # A parameter the residual does not use gets materialised zeros without the batch dimension.
+        rows[start:stop] = torch.cat([g.reshape(stop - start, -1) if g.dim() > p.dim() or g.numel() != p.numel()
+                                      else g.new_zeros(stop - start, p.numel()) for g, p in zip(grads, parameters)], dim=1)
     return rows
 
 
@@ -172,17 +198,9 @@ def generic_columns(residual: torch.Tensor, index: ParameterIndex) -> torch.Tens
     double-backward trick (J^T u is linear in u, so d(v . J^T u)/du = J v). Exact for any residual; costs
     about 2 P backward passes however many rows there are, so it wins over :func:`generic_rows` when the
     parameters are few (a formula's constants)."""
-    parameters = index.parameters
-    seed = torch.zeros_like(residual, requires_grad=True)
-    grads = torch.autograd.grad(residual, parameters, grad_outputs=seed, create_graph=True, allow_unused=True,
-                                materialize_grads=True)
-    flat = torch.cat([g.reshape(-1) for g in grads])  # (P,) = J^T seed, a graph in seed
-    columns = residual.new_zeros(index.size, residual.shape[0])
-    for k in range(index.size):
-        if flat[k].requires_grad:  # a parameter the residual does not touch has a zero column
-            (columns[k],) = torch.autograd.grad(flat[k], seed, retain_graph=True, allow_unused=True,
-                                                materialize_grads=True)
-    return columns.T
+    rows = residual.new_zeros(residual.shape[0], index.size)
+    add_columns(rows, residual, index.parameters, index)
+    return rows
 
 
 def cell_keys(points: torch.Tensor, lower: Sequence[float], upper: Sequence[float], rows_per_cell: int = 128

@@ -21,6 +21,7 @@ from kanpde.jacobian import (NotStructured, ParameterIndex, cell_keys, generic_c
 from kanpde.nn.tape import recording
 from kanpde.problem import Problem
 from kanpde.prune import sparsity_penalty
+from kanpde.unknowns import unknown_parameters
 
 log = logging.getLogger("kanpde")
 
@@ -30,10 +31,21 @@ def _fields_factory(problem: Problem, model: torch.nn.Module, engine: str, trans
     if transform is None and constraint is not None:
         transform = constraint.apply_jet
 
-    def fields(x):
-        return Fields(model, x, problem.variables, problem.outputs, engine, transform, problem.domain, plain_values)
+    def fields(x, data=None):
+        return Fields(model, x, problem.variables, problem.outputs, engine, transform, problem.domain, plain_values,
+                      data)
 
     return fields
+
+
+def aligned(values: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor | None:
+    """A condition's ``values`` (N, k) in the dtype and on the device of its points ``x`` (N, d), or None."""
+    if values is None:
+        return None
+    if len(values) != len(x):
+        raise ValueError(f"a condition has {len(values)} rows of values for {len(x)} points; its points and values "
+                         "must stay aligned (observations keep the points they were built with)")
+    return values.to(dtype=x.dtype, device=x.device)
 
 
 def residual_terms(problem: Problem, model: torch.nn.Module, interior: torch.Tensor, engine: str = "forward",
@@ -51,7 +63,8 @@ def condition_terms(problem: Problem, model: torch.nn.Module, points: Mapping[st
     fields = _fields_factory(problem, model, engine, transform, plain_values=True)
     terms = {}
     for name, condition in problem.conditions().items():
-        for key, residual in _named(condition.residual(points[name], fields(points[name])), name):
+        x = points[name]
+        for key, residual in _named(condition.residual(x, fields(x, aligned(condition.values, x))), name):
             terms[key] = condition.weight * residual.pow(2).mean()
     return terms
 
@@ -165,6 +178,7 @@ class _Group:
     weight: float
     residuals: Callable  # (x, fields) -> [(term name, (N,) residual), ...]
     plain_values: bool
+    data: torch.Tensor | None = None  # (N, k) values aligned with the set's points (observations)
 
 
 class LeastSquares:
@@ -194,6 +208,7 @@ class LeastSquares:
         self.jacobian_chunk = int(jacobian_chunk)
         self.evaluations = 0  # loss evaluations (with or without gradient or Jacobian)
         self.sparsity = 0.0  # lambda of the KAN sparsity regulariser added by backward() (first-order methods)
+        self.unknowns = unknown_parameters(problem)  # the problem's unknown coefficients, trained with the model
         self._structured: dict[str, bool] = {}  # group -> structured rows verified against generic ones
         self._buffer: torch.Tensor | None = None
         self._order_cache: dict[str, tuple] = {}  # set name -> (points, version, points in cell order, keys)
@@ -201,7 +216,8 @@ class LeastSquares:
         self._trial_terms: tuple | None = None  # (parameter state, point sets, loss terms) of the last trial
 
     def parameters(self) -> list[torch.Tensor]:
-        return [p for p in self.model.parameters() if p.requires_grad]
+        """What the optimizers train: the model's parameters, then the problem's unknown coefficients."""
+        return [p for p in self.model.parameters() if p.requires_grad] + self.unknowns
 
     def set_model(self, model: torch.nn.Module) -> None:
         """Train another model from now on (a grid extension's new KAN): what was cached for the old one goes."""
@@ -239,7 +255,8 @@ class LeastSquares:
                          lambda x, d: _named(problem.residual(x, d), "pde"), plain_values=False)]
         for name, condition in problem.conditions().items():
             groups.append(_Group(name, condition.weight,
-                                 lambda x, d, c=condition, n=name: _named(c.residual(x, d), n), plain_values=True))
+                                 lambda x, d, c=condition, n=name: _named(c.residual(x, d), n), plain_values=True,
+                                 data=condition.values))
         return groups
 
     def gauss_newton(self, index: ParameterIndex) -> GaussNewton:
@@ -252,6 +269,7 @@ class LeastSquares:
         terms: dict[str, float] = {}
         for group in self._groups():
             points, keys = self._in_cell_order(group.name)
+            data = self._data_in_order(group)
             n_total = len(points)
             structured = self._use_structured(group, index)
             by_columns = not structured and size <= self.COLUMNS_MAX_PARAMETERS
@@ -263,7 +281,7 @@ class LeastSquares:
                         and start == 0 and len(x) == len(points):
                     evaluated = kept[2]  # the accepted trial's forward pass, at these very parameters and points
                 else:
-                    evaluated = self._evaluate(group, x)
+                    evaluated = self._evaluate(group, x, None if data is None else data[start : start + chunk])
                 for name, residual, records in evaluated:
                     scaled = residual * math.sqrt(group.weight / n_total)  # entries of R
                     if structured:
@@ -288,7 +306,7 @@ class LeastSquares:
         for group in self._groups():
             points, _ = self._in_cell_order(group.name)
             if len(points) <= self.jacobian_chunk and self._structured.get(group.name):
-                evaluated = self._evaluate(group, points)
+                evaluated = self._evaluate(group, points, self._data_in_order(group))
                 self._kept[group.name] = (state, points, evaluated)
                 terms.update({name: group.weight * float(r.detach().pow(2).mean()) for name, r, _ in evaluated})
             else:
@@ -317,7 +335,8 @@ class LeastSquares:
                         terms[k] = terms.get(k, 0.0) + float(v.detach())
                 return terms
             fields = _fields_factory(self.problem, self.model, self.engine, self.transform, plain_values=True)
-            return {k: group.weight * float(r.detach().pow(2).mean()) for k, r in group.residuals(x, fields(x))}
+            return {k: group.weight * float(r.detach().pow(2).mean())
+                    for k, r in group.residuals(x, fields(x, aligned(group.data, x)))}
 
     def _in_cell_order(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         """The points of a set sorted by cell of the domain, and their cell keys: Jacobian rows then come
@@ -332,14 +351,23 @@ class LeastSquares:
         ordered = points.detach()[order]
         if points.requires_grad:
             ordered.requires_grad_(True)
-        self._order_cache[name] = (points, points._version, ordered, keys)
+        self._order_cache[name] = (points, points._version, ordered, keys, order)
         return ordered, keys
 
-    def _evaluate(self, group: _Group, x: torch.Tensor):
-        """The group's residuals at ``x`` with the layer records of the evaluation: [(name, (N,), records)]."""
+    def _data_in_order(self, group: _Group) -> torch.Tensor | None:
+        """The group's values (N, k) in the cell order of its points (:meth:`_in_cell_order`), or None."""
+        if group.data is None:
+            return None
+        points = self.points[group.name]
+        self._in_cell_order(group.name)
+        return aligned(group.data, points)[self._order_cache[group.name][4]]
+
+    def _evaluate(self, group: _Group, x: torch.Tensor, data: torch.Tensor | None = None):
+        """The group's residuals at ``x`` (its values ``data`` aligned with it) with the layer records of the
+        evaluation: [(name, (N,), records)]."""
         fields = _fields_factory(self.problem, self.model, self.engine, self.transform, group.plain_values)
         with torch.enable_grad(), recording() as tape:
-            named = group.residuals(x, fields(x))
+            named = group.residuals(x, fields(x, data))
         for name, residual in named:
             if residual.dim() != 1 or residual.shape[0] != len(x):
                 raise ValueError(f"loss term {name!r} returned shape {tuple(residual.shape)} at {len(x)} points; "
@@ -362,10 +390,12 @@ class LeastSquares:
         if known is not None:
             return known
         ordered = self._in_cell_order(group.name)[0]
-        probe = ordered[:: max(1, len(ordered) // 6)][:6]  # spread over the set, not one corner cell
+        stride = max(1, len(ordered) // 6)
+        probe = ordered[::stride][:6]  # spread over the set, not one corner cell
+        data = self._data_in_order(group)
         agrees, reason = True, ""
         try:
-            for name, residual, records in self._evaluate(group, probe):
+            for name, residual, records in self._evaluate(group, probe, None if data is None else data[::stride][:6]):
                 fast = structured_rows(residual, records, index)
                 exact = generic_rows(residual, index)
                 tolerance = math.sqrt(torch.finfo(exact.dtype).eps) * (1.0 + float(exact.abs().max()))

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import torch
 
+from kanpde.unknowns import Coefficients, Unknown
+
 
 class Box:
     """An axis-aligned box ``prod_i [lower_i, upper_i]`` over named variables.
@@ -106,19 +108,25 @@ ValueFn = Callable[[torch.Tensor], torch.Tensor] | float
 
 @dataclass
 class Condition:
-    """A named loss term on domain faces: ``weight * mean(residual(x, d)^2)`` over its points.
+    """A named loss term on domain faces, or at given points: ``weight * mean(residual(x, d)^2)`` over its points.
 
     Args:
-        on: ``"boundary"``, a face such as ``"x=-1"`` or ``"t=0"``, or a list of faces.
+        on: ``"boundary"``, a face such as ``"x=-1"`` or ``"t=0"``, or a list of faces; None with ``points``.
         residual: ``residual(x, d) -> (N,)`` (or a dict/tuple of them) in terms of the derivative accessor.
         weight: multiplier of the mean-square term.
         n_points: number of points; ``None`` takes the sampler's ``n_boundary``.
+        points: fixed points ``(N, n_vars)`` instead of sampled face points (observations,
+            :func:`kanpde.observations.observations`).
+        values: ``(N, k)`` numbers aligned with ``points``, which the residual reads as ``d.data`` (row n belongs
+            to point n however the solver orders or chunks the points).
     """
 
-    on: str | Sequence[str]
+    on: str | Sequence[str] | None
     residual: Callable
     weight: float = 1.0
     n_points: int | None = None
+    points: torch.Tensor | None = None
+    values: torch.Tensor | None = None
 
 
 def dirichlet(value: ValueFn = 0.0, on: str | Sequence[str] = "boundary", output: str | None = None,
@@ -197,6 +205,36 @@ class Problem:
     # Optional hard constraint: an object with apply_value(x, net_value) -> u and apply_jet(x, jet) -> jet
     # (e.g. u = g(x) + d(x) * net(x), so conditions hold exactly); None uses soft penalties only.
     hard_constraint = None
+
+    def __setattr__(self, name: str, value) -> None:
+        """``self.nu = Unknown(...)`` declares a coefficient to identify (:mod:`kanpde.unknowns`); anything else is
+        an ordinary attribute."""
+        if isinstance(value, Unknown):
+            if hasattr(type(self), name):
+                raise ValueError(f"{type(self).__name__}.{name} is a class attribute, which would hide the unknown "
+                                 f"coefficient {name!r}; declare the unknown under another name")
+            self.__dict__.pop(name, None)
+            if "_coefficients" not in self.__dict__:
+                object.__setattr__(self, "_coefficients", Coefficients())
+            self._coefficients.declare(name, value)
+            return
+        if name in self.__dict__.get("_coefficients", ()):
+            raise ValueError(f"{name!r} is an unknown coefficient of {type(self).__name__}; it is set by training, "
+                             "not by assignment")
+        object.__setattr__(self, name, value)
+
+    def __getattr__(self, name: str):
+        """An unknown coefficient's current value, a 0-dim tensor (only names not found otherwise come here)."""
+        coefficients = self.__dict__.get("_coefficients")
+        if coefficients is not None and name in coefficients:
+            return coefficients.value(name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    @property
+    def unknowns(self) -> dict[str, float]:
+        """The unknown coefficients' current values by name (empty when the problem declares none)."""
+        coefficients = self.__dict__.get("_coefficients")
+        return coefficients.values() if coefficients is not None else {}
 
     def residual(self, x: torch.Tensor, d) -> torch.Tensor | dict[str, torch.Tensor]:
         """PDE residual at interior points ``x`` (N, n_vars): (N,) or a dict of them."""

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from kanpde.nn.build import model_from_spec, model_spec
+from kanpde.unknowns import PREFIX
 
 FORMAT = 1  # version of the resume section of checkpoint.pt
 
@@ -183,7 +184,8 @@ def restore_model(state: dict, like: torch.nn.Module) -> torch.nn.Module:
     same_shape = all(saved.get(key) == given.get(key) for key in ("widths", "grid_size"))
     model = like if same_shape else model_from_spec(saved)
     model = model.to(dtype=reference.dtype, device=reference.device)
-    model.load_state_dict(state["model_state"])
+    # The unknown coefficients' entries (kanpde.unknowns.PREFIX) are the training loop's to load.
+    model.load_state_dict({k: v for k, v in state["model_state"].items() if not k.startswith(PREFIX)})
     return model
 
 

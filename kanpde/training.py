@@ -11,7 +11,6 @@ that report diagnostics, such as Levenberg-Marquardt, get a history row (losses,
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import signal
@@ -33,6 +32,7 @@ from kanpde.problem import Problem
 from kanpde.prune import prune
 from kanpde.resume import capture, restore_model, set_rng_state
 from kanpde.sampling import Sampler
+from kanpde.unknowns import coefficients_of, full_state, load_full_state
 
 log = logging.getLogger("kanpde")
 
@@ -133,7 +133,10 @@ def collocation(problem: Problem, sampler: Sampler) -> dict[str, torch.Tensor]:
     """Fresh point sets: ``"interior"`` and one per condition name, each (n, n_vars) float64."""
     points = {"interior": sampler.interior(problem.domain)}
     for name, condition in problem.conditions().items():
-        points[name] = sampler.on_faces(problem.domain, condition.on, condition.n_points)
+        if condition.points is not None:  # observations: their own points, not drawn
+            points[name] = condition.points.detach().to(torch.float64).clone()
+        else:
+            points[name] = sampler.on_faces(problem.domain, condition.on, condition.n_points)
     return points
 
 
@@ -200,12 +203,22 @@ def train(problem: Problem, model: torch.nn.Module, stages: Sequence[Stage],
     points = {k: v.to(dtype=dtype, device=device).requires_grad_(k in input_grad) for k, v in fresh.items()}
     objective = LeastSquares(problem, model, points, engine=engine, transform=transform, chunk_size=chunk_size,
                              input_grad=input_grad)
+    coefficients = coefficients_of(problem)  # unknown coefficients, trained with the model (or None)
+    if coefficients is not None:
+        coefficients.to(dtype=dtype, device=device)
+        if resume is not None:
+            load_full_state(model, coefficients, resume["model_state"])
+
+    def copied() -> dict:
+        """The model's state and the unknowns', copied: restored on divergence or an interrupt."""
+        return full_state(model, coefficients)
+
     if isinstance(model, KAN):
         _warn_outside(model, torch.cat(list(points.values())))
     total_steps = sum(stage.steps for stage in stages)
     bar = tqdm(total=total_steps, initial=state["step"], disable=(not progress) if progress is not None else None,
                desc=problem.name, dynamic_ncols=True)
-    last_good = copy.deepcopy(model.state_dict())  # certified by a finite loss: restored on divergence
+    last_good = copied()  # certified by a finite loss: restored on divergence
     last_step = last_good  # after the last completed step: restored on an interrupt
     if resume is not None:
         objective.evaluations = int(resume["evaluations"])
@@ -232,7 +245,8 @@ def train(problem: Problem, model: torch.nn.Module, stages: Sequence[Stage],
         row = {"step": state["step"], "stage": stage_index, "grid_size": getattr(model, "grid_size", ""),
                "time": round(state["train_time"], 4), "evaluations": objective.evaluations,
                "n_interior": len(points["interior"]),
-               "loss": sum(terms.values()), **{f"loss_{k}": v for k, v in terms.items()}, **(info or {})}
+               "loss": sum(terms.values()), **{f"loss_{k}": v for k, v in terms.items()}, **(info or {}),
+               **problem.unknowns}
         if evaluation is not None and measure:
             tick = time.perf_counter()
             errors = evaluation.errors(model, getattr(problem, "hard_constraint", None))
@@ -283,7 +297,7 @@ def train(problem: Problem, model: torch.nn.Module, stages: Sequence[Stage],
             factory = optimizers[stage.optimizer]
             within = resume is not None and stage_index == first_stage and int(resume["step_in_stage"]) > 0
             if within:  # continue the stage the resume state was taken in: no extension, the optimizer's state
-                optimizer = make_optimizer(factory, model)
+                optimizer = make_optimizer(factory, model, objective.unknowns)
                 optimizer.load_state_dict(resume["optimizer_state"])
                 best_loss = float(resume["best_loss"])
                 first_step = stage.steps + 1 if resume["stage_done"] else int(resume["step_in_stage"]) + 1
@@ -298,7 +312,7 @@ def train(problem: Problem, model: torch.nn.Module, stages: Sequence[Stage],
                     model = prune(model, all_points(), stage.prune)
                     objective.set_model(model)
                     state["train_time"] += time.perf_counter() - tick
-                    last_good = last_step = copy.deepcopy(model.state_dict())
+                    last_good = last_step = copied()
                     log.info("stage %d: pruned KAN %s -> %s", stage_index, widths, model.widths)
                 if isinstance(model, KAN) and stage.grid_size is not None and stage.grid_size != model.grid_size:
                     tick = time.perf_counter()  # extension is part of training: on the clock
@@ -307,8 +321,8 @@ def train(problem: Problem, model: torch.nn.Module, stages: Sequence[Stage],
                                               adaptive=grid_update.adaptive if grid_update else 0.0)
                     objective.set_model(model)
                     state["train_time"] += time.perf_counter() - tick
-                    last_good = last_step = copy.deepcopy(model.state_dict())
-                optimizer = make_optimizer(factory, model)
+                    last_good = last_step = copied()
+                optimizer = make_optimizer(factory, model, objective.unknowns)
                 best_loss = math.inf
                 if state["step"] == 0:
                     record(stage_index)
@@ -322,15 +336,15 @@ def train(problem: Problem, model: torch.nn.Module, stages: Sequence[Stage],
                 if isinstance(model, KAN) and grid_update is not None and grid_update.every > 0 \
                         and step_in_stage % grid_update.every == 0 and step_in_stage <= grid_update.until:
                     model.update_grid(all_points(), grid_update.margin, grid_update.adaptive)
-                    optimizer = make_optimizer(factory, model)
+                    optimizer = make_optimizer(factory, model, objective.unknowns)
                 if sampler.resample_every and state["step"] > 0 and state["step"] % sampler.resample_every == 0:
                     points["interior"] = sampler.interior(problem.domain).to(dtype=dtype, device=device)
                     points["interior"].requires_grad_(interior_graph)
-                    optimizer = make_optimizer(factory, model)
+                    optimizer = make_optimizer(factory, model, objective.unknowns)
                 if adaptive is not None and step_in_stage > 1 and adaptive.due(state["step"], stage_start=False):
                     adapt_points()
-                    optimizer = make_optimizer(factory, model)
-                before = copy.deepcopy(model.state_dict())
+                    optimizer = make_optimizer(factory, model, objective.unknowns)
+                before = copied()
                 # The report's loss is the loss at the parameters *before* the step: a finite, bounded value
                 # certifies ``before``, which becomes the state restored if a later step diverges.
                 report = optimizer.step(objective)
@@ -339,7 +353,7 @@ def train(problem: Problem, model: torch.nn.Module, stages: Sequence[Stage],
                 bar.update(1)
                 _check_loss(report.loss, best_loss, divergence_factor, state["step"], stage_index)
                 best_loss = min(best_loss, report.loss)
-                last_good, last_step = before, copy.deepcopy(model.state_dict())
+                last_good, last_step = before, copied()
                 # Optimizers that report diagnostics (Levenberg-Marquardt) get a history row every step; errors
                 # are measured every eval_every steps and at stage ends (a 3-D test grid costs as much as a step).
                 measure = bool(report.converged) or step_in_stage == stage.steps or state["step"] % eval_every == 0
@@ -354,7 +368,7 @@ def train(problem: Problem, model: torch.nn.Module, stages: Sequence[Stage],
                     break
             # certify the parameters after the stage's last step
             _check_loss(objective.loss(), best_loss, divergence_factor, state["step"], stage_index)
-            last_good = last_step = copy.deepcopy(model.state_dict())
+            last_good = last_step = copied()
             if status != "completed":  # stopped by max_time: the state after the last step, for the record
                 if snapshot is not None:
                     save(snapshot, force=True)
@@ -362,13 +376,13 @@ def train(problem: Problem, model: torch.nn.Module, stages: Sequence[Stage],
             snapshot = take(stage_index + 1, 0, False, None, math.inf)  # the next stage, not yet begun
             save(snapshot, force=True)
     except Diverged as error:
-        model.load_state_dict(last_good)
+        load_full_state(model, coefficients, last_good)
         status, message = "diverged", str(error)
         log.error("diverged: %s; the last finite parameters are kept", error)
     except KeyboardInterrupt as error:  # Ctrl-C, or SIGTERM under kanpde.signals.interrupts_raise
         # The state after the last completed step, unless that step left non-finite parameters (not yet checked).
         finite = all(torch.isfinite(v).all() for v in last_step.values() if v.is_floating_point())
-        model.load_state_dict(last_step if finite else last_good)
+        load_full_state(model, coefficients, last_step if finite else last_good)
         stopped_by = signals.signal_of(error)
         status, message = "interrupted", signals.describe(stopped_by, state["step"])
         log.warning("%s; saving the last completed step", message)
@@ -396,6 +410,8 @@ def train(problem: Problem, model: torch.nn.Module, stages: Sequence[Stage],
     if checkpoint_errors:
         metrics["checkpoint_errors"] = checkpoint_errors
         message = (message + "; " if message else "") + f"{len(checkpoint_errors)} checkpoint write(s) failed"
+    if coefficients is not None:
+        metrics["unknowns"] = coefficients.report()
     if resume is not None:
         metrics["resumed_at_step"] = int(resume["step"])
     # What a later run needs to continue: an interrupted run's state after its last completed step.

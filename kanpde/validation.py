@@ -107,10 +107,11 @@ def validate(problem: Problem, model: torch.nn.Module, engine: str = "forward", 
     autograd: dict[str, tuple[str, ...]] = {}
     order = [0]  # the highest derivative order read so far
 
-    def probe(where: str, x: torch.Tensor, function, what: str, term: str) -> list[str]:
+    def probe(where: str, x: torch.Tensor, function, what: str, term: str, data=None) -> list[str]:
         """Evaluate ``function(x, d)`` at ``x`` and check each value; returns the loss-term names."""
         x = x.to(dtype=dtype, device=device)
-        fields = Fields(model, x, problem.variables, problem.outputs, engine, transform, box)
+        data = None if data is None else data.to(dtype=dtype, device=device)
+        fields = Fields(model, x, problem.variables, problem.outputs, engine, transform, box, data=data)
         with torch.enable_grad():
             returned = _call(function, (x, fields), who, what)
             named = _named_values(returned, who, what, term)
@@ -124,9 +125,12 @@ def validate(problem: Problem, model: torch.nn.Module, engine: str = "forward", 
 
     terms = probe("interior", sampler.interior(box), problem.residual, "residual", "pde")
     for name, condition in conditions.items():
-        n_faces = len(box.faces(condition.on))
-        x = sampler.on_faces(box, condition.on, max(int(n_probe) // 2, 2 * n_faces))
-        for term in probe(name, x, condition.residual, f"condition {name!r}", name):
+        if condition.points is not None:  # observations: probe their first points, with their values
+            x, data = condition.points[: int(n_probe)], None if condition.values is None else condition.values[: int(n_probe)]
+        else:
+            n_faces = len(box.faces(condition.on))
+            x, data = sampler.on_faces(box, condition.on, max(int(n_probe) // 2, 2 * n_faces)), None
+        for term in probe(name, x, condition.residual, f"condition {name!r}", name, data):
             if term in terms:
                 raise InvalidProblem(f"{who}: condition {name!r} gives a loss term named {term!r}, like a residual "
                                      "equation, and one would hide the other; rename the condition or the key")
@@ -231,11 +235,27 @@ def _check_conditions(problem: Problem, box: Box, who: str) -> dict[str, Conditi
         if n is not None and (isinstance(n, bool) or not isinstance(n, (int, float)) or n != int(n) or n < 1):
             raise InvalidProblem(f"{what}: n_points must be an integer >= 1 or None (the sampler's n_boundary), "
                                  f"got {n!r}")
+        if condition.points is not None:
+            _check_fixed_points(condition, box, what)
+            continue
         try:
             box.faces(condition.on)
         except ValueError as error:
             raise InvalidProblem(f"{what}: on={condition.on!r}: {error}") from None
     return dict(conditions)
+
+
+def _check_fixed_points(condition: Condition, box: Box, what: str) -> None:
+    """A condition at given points (observations): points (N, n_vars) and, if any, values with one row per point."""
+    points, values = condition.points, condition.values
+    if not isinstance(points, torch.Tensor) or points.dim() != 2 or points.shape[1] != box.dim or len(points) == 0:
+        shape = tuple(points.shape) if isinstance(points, torch.Tensor) else type(points).__name__
+        raise InvalidProblem(f"{what}: points must be a tensor (N, {box.dim}) with N >= 1, got {shape}; build data "
+                             "conditions with kanpde.observations.observations(...)")
+    if values is not None and (not isinstance(values, torch.Tensor) or values.dim() != 2 or len(values) != len(points)):
+        shape = tuple(values.shape) if isinstance(values, torch.Tensor) else type(values).__name__
+        raise InvalidProblem(f"{what}: values must be a tensor (N, k) with one row per point ({len(points)}), "
+                             f"got {shape}")
 
 
 def _check_number(value, what: str) -> None:

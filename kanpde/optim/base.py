@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -81,9 +81,11 @@ class TorchOptimizer(AbstractOptimizer):
         self.optimizer.load_state_dict(state)
 
 
-def make_optimizer(factory: Callable, model: torch.nn.Module) -> AbstractOptimizer:
-    """``factory(parameters)`` (a Hydra ``_partial_``) as an :class:`AbstractOptimizer`."""
-    built = factory(model.parameters())
+def make_optimizer(factory: Callable, model: torch.nn.Module, unknowns: Sequence[torch.Tensor] = ()
+                   ) -> AbstractOptimizer:
+    """``factory(parameters)`` (a Hydra ``_partial_``) as an :class:`AbstractOptimizer`: the model's parameters, then
+    ``unknowns`` (a problem's unknown coefficients, :mod:`kanpde.unknowns`)."""
+    built = factory([*model.parameters(), *unknowns])
     if isinstance(built, AbstractOptimizer):
         return built
     if isinstance(built, torch.optim.Optimizer):
