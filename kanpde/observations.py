@@ -12,6 +12,7 @@ sec. 4.1.1), drawn from a seeded generator.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -142,7 +143,9 @@ def _read_csv(path: Path) -> dict[str, torch.Tensor]:
     if len(set(header)) != len(header):
         raise ValueError(f"observation file {path}: repeated column names in the header {header}")
     try:
-        table = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2, dtype=np.float64)
+        with warnings.catch_warnings():  # an empty table is reported below, in our words
+            warnings.simplefilter("ignore", UserWarning)
+            table = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2, dtype=np.float64)
     except ValueError as error:
         raise ValueError(f"observation file {path}: cannot read the rows as numbers ({error}); the first row names "
                          "the columns, every other row holds numbers") from None
