@@ -352,4 +352,7 @@ def _train_in(cfg: DictConfig, output_dir: Path, problem_name: str | None, state
     summary = ", ".join(f"{k}={metrics[k]:.3e}" for k in ("rel_l2", "mse") if metrics.get(k) is not None)
     log.info("%s: %s after %d steps, %.1f s; %s", metrics["status"], summary, metrics["steps"],
              metrics["train_time"], output_dir)
+    for name, unknown in metrics.get("unknowns", {}).items():
+        truth = f" (true {unknown['true']:.7g}, relative error {unknown['rel_error']:.2e})" if "true" in unknown else ""
+        log.info("identified %s = %.7g%s", name, unknown["value"], truth)
     return metrics

@@ -102,6 +102,32 @@ def history_plot(folder: Path, history: list[dict]) -> str | None:
     return "history.png"
 
 
+def unknowns_plot(folder: Path, history: list[dict], unknowns: dict[str, dict]) -> str | None:
+    """unknowns.png: each unknown coefficient against step; its relative error too when the true value is known."""
+    if not history or not unknowns:
+        return None
+    steps = np.array([row["step"] for row in history])
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for name, report in unknowns.items():
+        values = np.array([row.get(name, np.nan) for row in history], dtype=float)
+        line, = axes[0].plot(steps, values, label=name)
+        if "true" in report:
+            axes[0].axhline(report["true"], color=line.get_color(), lw=0.8, ls="--")
+            error = np.abs(values - report["true"]) / max(abs(report["true"]), 1e-300)
+            axes[1].semilogy(steps, np.maximum(error, 1e-16), color=line.get_color(), label=name)
+    axes[0].set_xlabel("step")
+    axes[0].set_title("unknown coefficients (dashed: true values)")
+    axes[0].legend(fontsize=8)
+    axes[1].set_xlabel("step")
+    axes[1].set_title("relative error of each unknown")
+    if axes[1].lines:
+        axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(folder / "unknowns.png", dpi=110)
+    plt.close(fig)
+    return "unknowns.png"
+
+
 def network_diagram(path: Path, activations, scores, input_names, output_names, labels=None) -> str:
     """A KAN drawn as its edge functions: one small plot per edge, placed between the nodes it joins, with
     opacity by importance.

@@ -114,9 +114,10 @@ def write_run(folder: str | os.PathLike, result: Result, problem, evaluation: Ev
         if plot:
             files += plots.solution_plots(folder, points, predicted, reference, names, problem.outputs)
     if plot:
-        name = plots.history_plot(folder, result.history)
-        if name:
-            files.append(name)
+        for name in (plots.history_plot(folder, result.history),
+                     plots.unknowns_plot(folder, result.history, result.metrics.get("unknowns", {}))):
+            if name:
+                files.append(name)
     metrics["files"] = files
     metrics["output_time"] = time.perf_counter() - start  # predictions, checkpoint, history and plots
     metrics = json_safe(metrics)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from kanpde import KAN, Box, Problem, Sampler, Stage, dirichlet, train
+from kanpde import KAN, MLP, Box, Problem, Sampler, Stage, dirichlet, train
 from kanpde.jacobian import ParameterIndex
 from kanpde.objective import LeastSquares, _fields_factory, _named
 from kanpde.observations import observations, read_observations
@@ -90,11 +90,11 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("case", [*sorted(CASES), "heat-mlp"])
 @pytest.mark.parametrize("chunk", [16384, 7])
 def test_gauss_newton_with_unknowns_and_data_equals_autograd(case, chunk):
-    problem = CASES[case]()
-    model = small_kan(problem)
+    problem = CASES[case.removesuffix("-mlp")]()
+    model = MLP([2, 6, 6, 1], activation="tanh", seed=1).double() if case.endswith("-mlp") else small_kan(problem)
     points = collocation(problem, Sampler("sobol", n_interior=40, n_boundary=16, seed=0))
     objective = LeastSquares(problem, model, points, jacobian_chunk=chunk)
     parameters = objective.parameters()
@@ -282,3 +282,18 @@ def test_a_problem_reads_its_observations_from_the_file_its_yaml_names(tmp_path)
     assert setup.problem.unknowns == {"alpha": pytest.approx(1.0)}
     with pytest.raises(ConfigError, match="observation file .*missing.csv not found"):
         build(compose_solve(["problem=heat_inverse", f"problem.data={tmp_path / 'missing.csv'}"]), "heat_inverse")
+
+
+@pytest.mark.parametrize("override, message", [
+    ("problem.alpha_initial=-1", "positive Unknown needs an initial value > 0"),
+    ("problem.noise=-0.5", "noise must be a fraction >= 0"),
+    ("problem.n_observations=0", "n_observations must be an integer >= 1"),
+    ("problem.data_weight=-1", "data_weight must be a finite number >= 0"),
+])
+def test_bad_inverse_settings_are_config_errors(override, message):
+    from test_configs import compose_solve
+
+    from kanpde.app import ConfigError, build
+
+    with pytest.raises(ConfigError, match=message):
+        build(compose_solve(["problem=heat_inverse", override]), "heat_inverse")
