@@ -14,13 +14,16 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from kanpde.nn import KAN, MLP, count_parameters  # noqa: E402
+from kanpde.observations import observations, read_observations  # noqa: E402
 from kanpde.optim import LevenbergMarquardt  # noqa: E402
 from kanpde.problem import Box, Condition, Problem, dirichlet, neumann, periodic  # noqa: E402
 from kanpde.results import load_checkpoint  # noqa: E402
 from kanpde.sampling import Sampler  # noqa: E402
 from kanpde.training import Result, Stage, train  # noqa: E402
+from kanpde.unknowns import Unknown  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ = ["Box", "Condition", "KAN", "LevenbergMarquardt", "MLP", "Problem", "Result", "Sampler", "Stage", "count_parameters",
-           "dirichlet", "load_checkpoint", "neumann", "periodic", "train"]
+__all__ = ["Box", "Condition", "KAN", "LevenbergMarquardt", "MLP", "Problem", "Result", "Sampler", "Stage", "Unknown",
+           "count_parameters", "dirichlet", "load_checkpoint", "neumann", "observations", "periodic", "read_observations",
+           "train"]

@@ -24,7 +24,7 @@ from kanpde.problem import Box, Condition, check_weight
 FORMATS = (".npz", ".csv")
 
 
-def observations(points, values, outputs: Sequence[str], domain: Box, all_outputs: Sequence[str],
+def observations(points, values, outputs: Sequence[str], domain: Box, all_outputs: Sequence[str] | None = None,
                  weight: float = 1.0, noise: float = 0.0, seed: int = 0) -> Condition:
     """A data condition: the network's ``outputs`` equal ``values`` at ``points``.
 
@@ -33,7 +33,8 @@ def observations(points, values, outputs: Sequence[str], domain: Box, all_output
         values: ``(N, len(outputs))`` (or ``(N,)`` for one output).
         outputs: the observed outputs' names, a subset of ``all_outputs`` (e.g. ``("u",)`` of ``("u", "v", "p")``).
         domain: the problem's domain; every point must lie in it.
-        all_outputs: the problem's outputs.
+        all_outputs: the problem's outputs, to check ``outputs`` against (None: the outputs are read by name, and
+            the problem's start-up check reports a name that is not one of them).
         weight: multiplier of each term's mean square.
         noise: add Gaussian noise of this fraction of each output's standard deviation (0.01: 1%), or 0.
         seed: seed of the noise.
@@ -43,7 +44,7 @@ def observations(points, values, outputs: Sequence[str], domain: Box, all_output
     values = _as_matrix(values, "observed values")
     if not outputs:
         raise ValueError("observations need at least one observed output")
-    unknown = [name for name in outputs if name not in all_outputs]
+    unknown = [name for name in outputs if all_outputs is not None and name not in all_outputs]
     if unknown:
         raise ValueError(f"observed outputs {unknown} are not outputs of the problem; its outputs are {tuple(all_outputs)}")
     if len(set(outputs)) != len(outputs):

@@ -297,3 +297,22 @@ def test_bad_inverse_settings_are_config_errors(override, message):
 
     with pytest.raises(ConfigError, match=message):
         build(compose_solve(["problem=heat_inverse", override]), "heat_inverse")
+
+
+def test_the_readme_example_identifies_its_coefficient(tmp_path, monkeypatch, float64_default):
+    """The README's "Inverse problems" example, as printed there, on data made with k = 2."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Inverse problems", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    x = np.linspace(0.0, 1.0, 41)
+    (tmp_path / "decay.csv").write_text("x,u\n" + "\n".join(f"{float(a)!r},{float(np.exp(-2 * a))!r}" for a in x) + "\n")
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 -- the README's own example
+    problem = namespace["DecayFromData"]()
+    model = KAN([1, 3, 1], grid_size=5, grid_range=problem.domain.ranges, seed=0).double()
+    result = train(problem, model, [Stage("lm", 30)], {"lm": LM}, Sampler("sobol", n_interior=32, seed=0),
+                   progress=False)
+    assert result.metrics["unknowns"]["k"]["value"] == pytest.approx(2.0, rel=1e-3)
