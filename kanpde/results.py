@@ -94,7 +94,7 @@ def write_run(folder: str | os.PathLike, result: Result, problem, evaluation: Ev
     files = ["metrics.json", "history.csv"]
     try:  # a checkpoint that cannot be written (a full disk) must not cost metrics.json
         save_checkpoint(folder / CHECKPOINT, result.model, result.resume, status=result.status,
-                        step=result.metrics.get("steps", 0))
+                        step=result.metrics.get("steps", 0), unknowns=dict(getattr(problem, "unknowns", {})))
         files.append(CHECKPOINT)
     except (OSError, RuntimeError) as error:  # torch.save reports some write failures as RuntimeError
         failure = f"final: {type(error).__name__}: {error}"

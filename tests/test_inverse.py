@@ -268,6 +268,25 @@ def test_observation_file_paths_and_arrays_are_checked(tmp_path):
         read_observations(tmp_path / "short.npz", ("x", "t"), ("u",))
 
 
+def test_an_inverse_run_folder_holds_the_identified_values(tmp_path):
+    from test_configs import compose_solve
+
+    from kanpde import load_checkpoint
+    from kanpde.app import run
+
+    cfg = compose_solve(["problem=heat_inverse", "problem.n_observations=50", "sampler.n_interior=64",
+                         "eval.points_per_side=11", "train.plot=true", "model.hidden=[3]",
+                         "schedule.stages=[{optimizer:lm,steps:4,grid_size:5}]"])
+    metrics = run(cfg, tmp_path / "run", "heat_inverse")
+    alpha = metrics["unknowns"]["alpha"]
+    assert alpha["true"] == 0.1 and alpha["initial"] == 1.0 and alpha["value"] < 0.9  # it moved towards 0.1
+    assert "unknowns.png" in metrics["files"] and (tmp_path / "run" / "unknowns.png").is_file()
+    _, meta = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert meta["unknowns"] == {"alpha": pytest.approx(alpha["value"], rel=1e-12)}
+    header = (tmp_path / "run" / "history.csv").read_text().splitlines()[0].split(",")
+    assert "alpha" in header and "loss_data" in header
+
+
 def test_a_problem_reads_its_observations_from_the_file_its_yaml_names(tmp_path):
     from test_configs import compose_solve
 
