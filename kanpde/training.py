@@ -354,10 +354,11 @@ def train(problem: Problem, model: torch.nn.Module, stages: Sequence[Stage],
                 _check_loss(report.loss, best_loss, divergence_factor, state["step"], stage_index)
                 best_loss = min(best_loss, report.loss)
                 last_good, last_step = before, copied()
-                # Optimizers that report diagnostics (Levenberg-Marquardt) get a history row every step; errors
-                # are measured every eval_every steps and at stage ends (a 3-D test grid costs as much as a step).
+                # Optimizers that report diagnostics (Levenberg-Marquardt), and problems with unknown coefficients,
+                # get a history row every step (for L-BFGS and Adam that costs one more loss evaluation per step);
+                # errors are measured every eval_every steps and at stage ends (a 3-D test grid costs a step).
                 measure = bool(report.converged) or step_in_stage == stage.steps or state["step"] % eval_every == 0
-                if measure or report.info:
+                if measure or report.info or coefficients is not None:
                     record(stage_index, report.info, measure)
                 snapshot = take(stage_index, step_in_stage, bool(report.converged) or step_in_stage == stage.steps,
                                 optimizer, best_loss)
