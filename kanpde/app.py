@@ -22,8 +22,8 @@ from kanpde import signals
 from kanpde.nn import KAN
 from kanpde.problem import Problem
 from kanpde.results import CHECKPOINT, save_checkpoint, write_run
-from kanpde.resume import (RUN_ONLY, CheckpointError, FolderInUse, config_drift, describe_drift, folder_lock,
-                           in_use, resume_state)
+from kanpde.resume import (RUN_ONLY, CheckpointError, FolderInUse, check_fixed_points, config_drift, describe_drift,
+                           folder_lock, in_use, resume_state)
 from kanpde.sampling import evaluation_grid, grid_side
 from kanpde.settings import SettingsError, check_settings
 from kanpde.training import Evaluation, GridUpdate, Stage, check_optimizer_sizes, train
@@ -331,6 +331,11 @@ def _train_in(cfg: DictConfig, output_dir: Path, problem_name: str | None, state
 
     with signals.interrupts_raise():  # SIGTERM too: a run stopped by SLURM or a closed terminal keeps its work
         setup = build(cfg, problem_name)
+        if state is not None:
+            try:
+                check_fixed_points(setup.problem, state["points"])
+            except CheckpointError as error:
+                raise ConfigError(f"cannot resume {output_dir}: {error}") from None
         (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
         log.info("solving %s with %s (%d stages) in %s", setup.problem.name, type(setup.model).__name__,
                  len(setup.stages), output_dir)

@@ -188,8 +188,8 @@ def generic_rows(residual: torch.Tensor, index: ParameterIndex, batch: int = 64)
                 torch.autograd.grad(residual, parameters, grad_outputs=seed, retain_graph=True, allow_unused=True,
                                     materialize_grads=True) for seed in seeds))]
         # A parameter the residual does not use gets materialised zeros without the batch dimension.
-        rows[start:stop] = torch.cat([g.reshape(stop - start, -1) if g.dim() > p.dim() or g.numel() != p.numel()
-                                      else g.new_zeros(stop - start, p.numel()) for g, p in zip(grads, parameters)], dim=1)
+        rows[start:stop] = torch.cat([g.new_zeros(stop - start, p.numel()) if g.shape == p.shape
+                                      else g.reshape(stop - start, -1) for g, p in zip(grads, parameters)], dim=1)
     return rows
 
 

@@ -38,13 +38,13 @@ def _fields_factory(problem: Problem, model: torch.nn.Module, engine: str, trans
     return fields
 
 
-def aligned(values: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor | None:
+def aligned(values: torch.Tensor | None, x: torch.Tensor, name: str = "") -> torch.Tensor | None:
     """A condition's ``values`` (N, k) in the dtype and on the device of its points ``x`` (N, d), or None."""
     if values is None:
         return None
     if len(values) != len(x):
-        raise ValueError(f"a condition has {len(values)} rows of values for {len(x)} points; its points and values "
-                         "must stay aligned (observations keep the points they were built with)")
+        raise ValueError(f"condition {name!r} has {len(values)} rows of values for {len(x)} points; its points and "
+                         "values must stay aligned (observations keep the points they were built with)")
     return values.to(dtype=x.dtype, device=x.device)
 
 
@@ -64,7 +64,7 @@ def condition_terms(problem: Problem, model: torch.nn.Module, points: Mapping[st
     terms = {}
     for name, condition in problem.conditions().items():
         x = points[name]
-        for key, residual in _named(condition.residual(x, fields(x, aligned(condition.values, x))), name):
+        for key, residual in _named(condition.residual(x, fields(x, aligned(condition.values, x, name))), name):
             terms[key] = condition.weight * residual.pow(2).mean()
     return terms
 
@@ -211,7 +211,8 @@ class LeastSquares:
         self.unknowns = unknown_parameters(problem)  # the problem's unknown coefficients, trained with the model
         self._structured: dict[str, bool] = {}  # group -> structured rows verified against generic ones
         self._buffer: torch.Tensor | None = None
-        self._order_cache: dict[str, tuple] = {}  # set name -> (points, version, points in cell order, keys)
+        # set name -> (points, version, points in cell order, keys, permutation[, values in cell order])
+        self._order_cache: dict[str, tuple] = {}
         self._kept: dict[str, tuple] = {}  # set name -> (parameter state, points, evaluation) of a trial
         self._trial_terms: tuple | None = None  # (parameter state, point sets, loss terms) of the last trial
 
@@ -336,7 +337,7 @@ class LeastSquares:
                 return terms
             fields = _fields_factory(self.problem, self.model, self.engine, self.transform, plain_values=True)
             return {k: group.weight * float(r.detach().pow(2).mean())
-                    for k, r in group.residuals(x, fields(x, aligned(group.data, x)))}
+                    for k, r in group.residuals(x, fields(x, aligned(group.data, x, group.name)))}
 
     def _in_cell_order(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         """The points of a set sorted by cell of the domain, and their cell keys: Jacobian rows then come
@@ -344,7 +345,7 @@ class LeastSquares:
         points = self.points[name]
         cached = self._order_cache.get(name)
         if cached is not None and cached[0] is points and cached[1] == points._version:
-            return cached[2], cached[3]
+            return cached[2], cached[3]  # (the permutation, cached[4], orders the set's values too)
         box = self.problem.domain
         keys = cell_keys(points, box.lower, box.upper, self.ROWS_PER_CELL)
         keys, order = torch.sort(keys, stable=True)
@@ -355,12 +356,15 @@ class LeastSquares:
         return ordered, keys
 
     def _data_in_order(self, group: _Group) -> torch.Tensor | None:
-        """The group's values (N, k) in the cell order of its points (:meth:`_in_cell_order`), or None."""
+        """The group's values (N, k) in the cell order of its points (:meth:`_in_cell_order`), or None; converted
+        and permuted once per point set (cached beside the cell order)."""
         if group.data is None:
             return None
-        points = self.points[group.name]
         self._in_cell_order(group.name)
-        return aligned(group.data, points)[self._order_cache[group.name][4]]
+        cached = self._order_cache[group.name]
+        if len(cached) == 5:  # not yet ordered for this point set
+            self._order_cache[group.name] = cached = (*cached, aligned(group.data, cached[0], group.name)[cached[4]])
+        return cached[5]
 
     def _evaluate(self, group: _Group, x: torch.Tensor, data: torch.Tensor | None = None):
         """The group's residuals at ``x`` (its values ``data`` aligned with it) with the layer records of the

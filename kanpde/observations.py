@@ -39,7 +39,7 @@ def observations(points, values, outputs: Sequence[str], domain: Box, all_output
         noise: add Gaussian noise of this fraction of each output's standard deviation (0.01: 1%), or 0.
         seed: seed of the noise.
     """
-    outputs = tuple(outputs)
+    outputs = (outputs,) if isinstance(outputs, str) else tuple(outputs)
     points = _as_matrix(points, "observation points")
     values = _as_matrix(values, "observed values")
     if not outputs:
@@ -66,7 +66,7 @@ def observations(points, values, outputs: Sequence[str], domain: Box, all_output
             row = int(torch.nonzero(bad)[0])
             raise ValueError(f"{int(bad.sum())} of the {what} are NaN or infinite (first at row {row}: "
                              f"{array[row].tolist()}); remove those rows")
-    _check_inside(points, domain)
+    check_inside(points, domain)
     noise = float(noise)
     if not math.isfinite(noise) or noise < 0:
         raise ValueError(f"observation noise must be a fraction >= 0 of each output's standard deviation "
@@ -137,7 +137,7 @@ def _read_npz(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _read_csv(path: Path) -> dict[str, torch.Tensor]:
-    text = path.read_text().splitlines()
+    text = path.read_text(encoding="utf-8-sig").splitlines()  # a spreadsheet's byte-order mark is no column name
     if not text:
         raise ValueError(f"observation file {path} is empty; it needs a header row naming its columns")
     header = [name.strip() for name in text[0].split(",")]
@@ -146,7 +146,7 @@ def _read_csv(path: Path) -> dict[str, torch.Tensor]:
     try:
         with warnings.catch_warnings():  # an empty table is reported below, in our words
             warnings.simplefilter("ignore", UserWarning)
-            table = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2, dtype=np.float64)
+            table = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2, dtype=np.float64, encoding="utf-8-sig")
     except ValueError as error:
         raise ValueError(f"observation file {path}: cannot read the rows as numbers ({error}); the first row names "
                          "the columns, every other row holds numbers") from None
@@ -158,7 +158,10 @@ def _read_csv(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _as_matrix(array, what: str) -> torch.Tensor:
-    tensor = torch.as_tensor(np.asarray(array, dtype=np.float64))
+    if isinstance(array, torch.Tensor):
+        tensor = array.detach().cpu().to(torch.float64)
+    else:
+        tensor = torch.as_tensor(np.asarray(array, dtype=np.float64))
     if tensor.dim() == 1:
         tensor = tensor.unsqueeze(1)
     if tensor.dim() != 2:
@@ -166,7 +169,8 @@ def _as_matrix(array, what: str) -> torch.Tensor:
     return tensor
 
 
-def _check_inside(points: torch.Tensor, domain: Box, tolerance: float = 1e-12) -> None:
+def check_inside(points: torch.Tensor, domain: Box, tolerance: float = 1e-12) -> None:
+    """Refuse observation points (N, dim) outside ``domain``, saying how many and the first."""
     lower = torch.tensor(domain.lower, dtype=points.dtype)
     upper = torch.tensor(domain.upper, dtype=points.dtype)
     span = upper - lower

@@ -206,6 +206,13 @@ class Problem:
     # (e.g. u = g(x) + d(x) * net(x), so conditions hold exactly); None uses soft penalties only.
     hard_constraint = None
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        declared = [name for name, value in vars(cls).items() if isinstance(value, Unknown)]
+        if declared:
+            raise TypeError(f"{cls.__name__} declares the unknown {declared[0]!r} as a class attribute; declare it on "
+                            f"the instance, in __init__: self.{declared[0]} = Unknown(...)")
+
     def __setattr__(self, name: str, value) -> None:
         """``self.nu = Unknown(...)`` declares a coefficient to identify (:mod:`kanpde.unknowns`); anything else is
         an ordinary attribute."""
@@ -228,6 +235,9 @@ class Problem:
         coefficients = self.__dict__.get("_coefficients")
         if coefficients is not None and name in coefficients:
             return coefficients.value(name)
+        declared = getattr(type(self), name, None)
+        if isinstance(declared, property):  # its getter raised AttributeError: show that error, not this one
+            return declared.fget(self)
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     @property

@@ -189,6 +189,18 @@ def restore_model(state: dict, like: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
+def check_fixed_points(problem, points: dict) -> None:
+    """Refuse a resume state whose observation points differ from the problem's (the data file or its seed
+    changed since the run): the saved points would be paired with other values."""
+    for name, condition in problem.conditions().items():
+        saved = points.get(name)
+        if condition.points is not None and saved is not None and not torch.equal(
+                saved.detach().cpu().to(torch.float64), condition.points.detach().cpu().to(torch.float64)):
+            raise CheckpointError(f"the run's observations {name!r} differ from the problem's now (another data file, "
+                                  "seed or noise?); resume with the data the run was made with, or start afresh "
+                                  "(resume=null)")
+
+
 def read_checkpoint(path: str | Path, map_location="cpu") -> dict:
     """checkpoint.pt's content, tensors and plain data only; a clear :class:`CheckpointError` otherwise."""
     path = Path(path)

@@ -30,7 +30,7 @@ from kanpde.optim.base import TorchOptimizer
 from kanpde.optim.lm import check_size
 from kanpde.problem import Problem
 from kanpde.prune import prune
-from kanpde.resume import capture, restore_model, set_rng_state
+from kanpde.resume import capture, check_fixed_points, restore_model, set_rng_state
 from kanpde.sampling import Sampler
 from kanpde.unknowns import coefficients_of, full_state, load_full_state
 
@@ -194,6 +194,7 @@ def train(problem: Problem, model: torch.nn.Module, stages: Sequence[Stage],
     if resume is not None:
         model = restore_model(resume, like=model)
         fresh = resume["points"]
+        check_fixed_points(problem, fresh)
         sampler.load_state_dict(resume["sampler_state"])
         history = [dict(row) for row in resume["history"]]
         state = {"step": int(resume["step"]), "train_time": float(resume["train_time"])}

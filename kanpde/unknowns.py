@@ -52,6 +52,8 @@ class Unknown:
         if self.true is not None and (isinstance(self.true, bool) or not isinstance(self.true, (int, float))
                                       or not math.isfinite(self.true)):
             raise ValueError(f"an Unknown's true value must be a finite number or None, got {self.true!r}")
+        if self.positive and self.true is not None and self.true <= 0:
+            raise ValueError(f"a positive Unknown cannot have the true value {self.true!r}; set positive=False")
 
 
 class Coefficients(torch.nn.Module):
@@ -99,7 +101,9 @@ class Coefficients(torch.nn.Module):
             entry = {"value": value, "initial": declared.initial, "positive": declared.positive}
             if declared.true is not None:
                 entry["true"] = declared.true
-                entry["rel_error"] = abs(value - declared.true) / max(abs(declared.true), 1e-300)
+                entry["abs_error"] = abs(value - declared.true)
+                if declared.true != 0:
+                    entry["rel_error"] = entry["abs_error"] / abs(declared.true)
             report[name] = entry
         return report
 
@@ -132,11 +136,10 @@ def load_full_state(model: torch.nn.Module, coefficients: Coefficients | None, s
     """Load what :func:`full_state` returned (a plain model state dict too)."""
     model.load_state_dict({key: value for key, value in state.items() if not key.startswith(PREFIX)})
     saved = {key[len(PREFIX):]: value for key, value in state.items() if key.startswith(PREFIX)}
-    if coefficients is None:
-        if saved:
-            raise ValueError(f"the saved state holds unknown coefficients {sorted(saved)} the problem does not declare")
-        return
-    missing = sorted({key.split(".")[-1] for key in coefficients.state_dict()} - {key.split(".")[-1] for key in saved})
-    if missing:
-        raise ValueError(f"the saved state has no value for the unknown coefficients {missing}")
-    coefficients.load_state_dict(saved)
+    names = {key.removeprefix("raw.") for key in saved}
+    declared = set(coefficients.declared) if coefficients is not None else set()
+    if names != declared:
+        raise ValueError(f"the saved state holds the unknown coefficients {sorted(names)}, the problem declares "
+                         f"{sorted(declared)}; resume with the problem the run was made with")
+    if coefficients is not None:
+        coefficients.load_state_dict(saved)

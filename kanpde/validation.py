@@ -235,9 +235,12 @@ def _check_conditions(problem: Problem, box: Box, who: str) -> dict[str, Conditi
         if n is not None and (isinstance(n, bool) or not isinstance(n, (int, float)) or n != int(n) or n < 1):
             raise InvalidProblem(f"{what}: n_points must be an integer >= 1 or None (the sampler's n_boundary), "
                                  f"got {n!r}")
-        if condition.points is not None:
+        if condition.points is not None or condition.values is not None:
             _check_fixed_points(condition, box, what)
             continue
+        if condition.on is None:
+            raise InvalidProblem(f"{what}: on=None needs the condition's own points (Condition(None, residual, "
+                                 "points=...)); give faces (on='boundary', 'x=0', ...) or points")
         try:
             box.faces(condition.on)
         except ValueError as error:
@@ -248,10 +251,26 @@ def _check_conditions(problem: Problem, box: Box, who: str) -> dict[str, Conditi
 def _check_fixed_points(condition: Condition, box: Box, what: str) -> None:
     """A condition at given points (observations): points (N, n_vars) and, if any, values with one row per point."""
     points, values = condition.points, condition.values
+    if points is None:
+        raise InvalidProblem(f"{what}: values were given without points; give the points they belong to "
+                             "(Condition(None, residual, points=..., values=...)) or use kanpde.observations")
+    if condition.on is not None:
+        raise InvalidProblem(f"{what}: give either faces (on={condition.on!r}) or points, not both; set on=None")
     if not isinstance(points, torch.Tensor) or points.dim() != 2 or points.shape[1] != box.dim or len(points) == 0:
         shape = tuple(points.shape) if isinstance(points, torch.Tensor) else type(points).__name__
         raise InvalidProblem(f"{what}: points must be a tensor (N, {box.dim}) with N >= 1, got {shape}; build data "
                              "conditions with kanpde.observations.observations(...)")
+    if condition.n_points is not None and condition.n_points != len(points):
+        raise InvalidProblem(f"{what}: n_points={condition.n_points} but {len(points)} points were given; leave "
+                             "n_points at None for a condition with its own points")
+    if not bool(torch.isfinite(points).all()):
+        raise InvalidProblem(f"{what}: some points are NaN or infinite")
+    from kanpde.observations import check_inside
+
+    try:
+        check_inside(points, box)
+    except ValueError as error:
+        raise InvalidProblem(f"{what}: {error}") from None
     if values is not None and (not isinstance(values, torch.Tensor) or values.dim() != 2 or len(values) != len(points)):
         shape = tuple(values.shape) if isinstance(values, torch.Tensor) else type(values).__name__
         raise InvalidProblem(f"{what}: values must be a tensor (N, k) with one row per point ({len(points)}), "

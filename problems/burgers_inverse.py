@@ -7,8 +7,8 @@ import math
 import numpy as np
 import torch
 
-from kanpde.observations import observations, read_observations
-from kanpde.problem import Condition, check_weight
+from kanpde.observations import check_inside, observations, read_observations
+from kanpde.problem import Box, Condition, check_weight
 from kanpde.problems.burgers import Burgers
 from kanpde.problems.burgers_reference import reference_grid
 from kanpde.unknowns import Unknown
@@ -65,6 +65,7 @@ class BurgersInverse(Burgers):
                 raise ValueError(f"n_observations={n_observations} exceeds the {len(grid)} reference grid points")
             chosen = np.random.default_rng(int(data_seed)).choice(len(grid), size=int(n_observations), replace=False)
             xt, values = torch.tensor(grid[chosen]), torch.tensor(exact[chosen])
+        check_inside(xt, Box(("x", "t"), (-1.0, 0.0), (1.0, 1.0)))  # in x, before the map to s
         points = xt.clone()
         if self.stretch is not None:
             points[:, 0] = self.stretch.to_s(points[:, 0])
