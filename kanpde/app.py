@@ -327,7 +327,8 @@ def _train_in(cfg: DictConfig, output_dir: Path, problem_name: str | None, state
     checkpoint_path = output_dir / CHECKPOINT
 
     def checkpoint(model, step, resume):
-        save_checkpoint(checkpoint_path, model, resume, status="running", step=step)
+        save_checkpoint(checkpoint_path, model, resume, status="running", step=step,
+                        unknowns=dict(setup.problem.unknowns))
 
     with signals.interrupts_raise():  # SIGTERM too: a run stopped by SLURM or a closed terminal keeps its work
         setup = build(cfg, problem_name)
