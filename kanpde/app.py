@@ -27,6 +27,7 @@ from kanpde.resume import (RUN_ONLY, CheckpointError, FolderInUse, check_fixed_p
 from kanpde.sampling import evaluation_grid, grid_side
 from kanpde.settings import SettingsError, check_settings
 from kanpde.training import Evaluation, GridUpdate, Stage, check_optimizer_sizes, train
+from kanpde.unknowns import coefficients_of
 from kanpde.validation import ValidationReport, check_reference, validate
 
 log = logging.getLogger("kanpde")
@@ -133,6 +134,9 @@ def build(cfg: DictConfig, problem_name: str | None = None) -> Setup:
         optimizers[name] = instantiate(node)
     grid_update = GridUpdate(**cfg.grid_update) if cfg.grid_update and cfg.grid_update.every >= 0 else None
     model = model.to(device=device, dtype=dtype)
+    coefficients = coefficients_of(problem)
+    if coefficients is not None:  # unknown coefficients live beside the network, in its dtype and on its device
+        coefficients.to(device=device, dtype=dtype)
     try:  # e.g. a dense Levenberg-Marquardt solve over too many parameters: refused before anything runs
         check_optimizer_sizes(model, stages, optimizers)
     except ValueError as error:

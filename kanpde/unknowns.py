@@ -12,6 +12,9 @@ every optimizer (L-BFGS, Adam, Levenberg-Marquardt) fits it with the network. A 
 trained through its logarithm, nu = exp(theta), as Raissi et al.'s inverse Burgers code does for the
 viscosity (Raissi, Perdikaris and Karniadakis, J. Comput. Phys. 378, 2019, sec. 4.1): the optimizer may then
 step freely, and nu never changes sign.
+
+The values live on the problem instance: training the same instance twice starts the second run from the values
+the first one identified (build a fresh problem to start from the initial guesses again; the CLI always does).
 """
 
 from __future__ import annotations

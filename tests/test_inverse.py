@@ -419,3 +419,14 @@ def test_conditions_on_given_points_are_checked(condition, message):
 
     with pytest.raises(InvalidProblem, match=message):
         validate(WithPoints(), small_kan(WithPoints()))
+
+
+def test_unknowns_take_the_runs_dtype():
+    from test_configs import compose_solve
+
+    from kanpde.app import build
+
+    setup = build(compose_solve(["problem=heat_inverse", "precision=float32", "eval.points_per_side=11"]),
+                  "heat_inverse")
+    assert setup.problem.alpha.dtype == torch.float32
+    assert setup.problem.alpha.device == next(setup.model.parameters()).device
