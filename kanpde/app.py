@@ -150,7 +150,7 @@ def build(cfg: DictConfig, problem_name: str | None = None) -> Setup:
     log.info(report.summary())
     if evaluation is not None:
         evaluation = Evaluation(evaluation.points.to(device=device, dtype=dtype),
-                                evaluation.values.to(device=device, dtype=dtype))
+                                evaluation.values.to(device=device, dtype=dtype), evaluation.outputs)
     return Setup(problem, model, stages, optimizers, sampler, evaluation, grid_update, dtype, device, report)
 
 
@@ -186,7 +186,7 @@ def make_evaluation(problem: Problem, points_per_side: int | None = None, n_poin
     ``points_per_side`` per side, or (None) of at most ``n_points`` points in all, whatever the dimension."""
     reference = problem.reference()
     if reference is not None:
-        return Evaluation(*check_reference(problem, reference))
+        return Evaluation(*check_reference(problem, reference), tuple(problem.outputs))
     if points_per_side is None:
         points_per_side = grid_side(n_points, problem.domain.dim)
     elif isinstance(points_per_side, bool) or int(points_per_side) != points_per_side or points_per_side < 2:
@@ -196,7 +196,7 @@ def make_evaluation(problem: Problem, points_per_side: int | None = None, n_poin
     exact = problem.exact(points)
     if exact is None:
         return None
-    return Evaluation(points, exact.reshape(len(points), -1))
+    return Evaluation(points, exact.reshape(len(points), -1), tuple(problem.outputs))
 
 
 def _device(name: str) -> torch.device:
@@ -359,7 +359,8 @@ def _train_in(cfg: DictConfig, output_dir: Path, problem_name: str | None, state
         metrics = write_run(output_dir, result, setup.problem, setup.evaluation, info, plot=cfg.train.plot)
     if held:
         log.warning("%s arrived while the run folder was written; it is complete", signal.Signals(held[0]).name)
-    summary = ", ".join(f"{k}={metrics[k]:.3e}" for k in ("rel_l2", "mse") if metrics.get(k) is not None)
+    keys = ("rel_l2", "mse", *(k for k in metrics if k.startswith("rel_l2_")))  # several outputs: each one's too
+    summary = ", ".join(f"{k}={metrics[k]:.3e}" for k in keys if metrics.get(k) is not None)
     log.info("%s: %s after %d steps, %.1f s; %s", metrics["status"], summary, metrics["steps"],
              metrics["train_time"], output_dir)
     for name, unknown in metrics.get("unknowns", {}).items():

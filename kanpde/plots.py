@@ -28,29 +28,47 @@ def _field(ax, points: np.ndarray, values: np.ndarray, names, title: str, cmap: 
 
 def solution_plots(folder: Path, points: np.ndarray, predicted: np.ndarray, reference: np.ndarray | None,
                    variables, outputs) -> list[str]:
-    """prediction.png, reference.png and error.png (first output; the first two variables)."""
+    """Figures of the solution over the first two variables; ``predicted`` and ``reference`` are (N, n_outputs)
+    at ``points`` (N, n_vars).
+
+    One output: prediction.png, reference.png and error.png (and slices.png for (x, t) problems). Several outputs:
+    one figure per output, ``solution_<name>.png``, with the model, the reference and the pointwise error side by
+    side (and ``slices_<name>.png`` for (x, t) problems).
+    """
     if points.shape[1] > 2:
         return []
     written = []
-    panels = [("prediction", predicted[:, 0], "viridis")]
-    if reference is not None:
-        panels += [("reference", reference[:, 0], "viridis"),
-                   ("error", np.abs(predicted[:, 0] - reference[:, 0]), "magma")]
-    for name, values, cmap in panels:
-        fig, ax = plt.subplots(figsize=(5.2, 4.2))
-        title = {"prediction": f"{outputs[0]} (model)", "reference": f"{outputs[0]} (reference)",
-                 "error": f"|{outputs[0]} - reference|, max {values.max():.2e}"}[name]
-        _field(ax, points, values, variables, title, cmap)
-        fig.tight_layout()
-        fig.savefig(folder / f"{name}.png", dpi=110)
-        plt.close(fig)
-        written.append(f"{name}.png")
-    if "t" in variables and points.shape[1] == 2 and reference is not None:
-        written.append(_time_slices(folder, points, predicted[:, 0], reference[:, 0], variables, outputs[0]))
+    for column, output in enumerate(outputs):
+        panels = [("prediction", predicted[:, column], "viridis", f"{output} (model)")]
+        if reference is not None:
+            error = np.abs(predicted[:, column] - reference[:, column])
+            panels += [("reference", reference[:, column], "viridis", f"{output} (reference)"),
+                       ("error", error, "magma", f"|{output} - reference|, max {error.max():.2e}")]
+        if len(outputs) == 1:
+            for name, values, cmap, title in panels:
+                fig, ax = plt.subplots(figsize=(5.2, 4.2))
+                _field(ax, points, values, variables, title, cmap)
+                written.append(_save(fig, folder, f"{name}.png"))
+        else:
+            fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False)
+            for ax, (_, values, cmap, title) in zip(axes[0], panels):
+                _field(ax, points, values, variables, title, cmap)
+            written.append(_save(fig, folder, f"solution_{output}.png"))
+        if "t" in variables and points.shape[1] == 2 and reference is not None:
+            filename = "slices.png" if len(outputs) == 1 else f"slices_{output}.png"
+            written.append(_time_slices(folder, points, predicted[:, column], reference[:, column], variables,
+                                        output, filename))
     return written
 
 
-def _time_slices(folder: Path, points, predicted, reference, variables, output) -> str:
+def _save(fig, folder: Path, filename: str) -> str:
+    fig.tight_layout()
+    fig.savefig(folder / filename, dpi=110)
+    plt.close(fig)
+    return filename
+
+
+def _time_slices(folder: Path, points, predicted, reference, variables, output, filename: str = "slices.png") -> str:
     """u(x, t) at a few times: model (lines) against reference (dashed)."""
     t_index = list(variables).index("t")
     x_index = 1 - t_index
@@ -67,9 +85,9 @@ def _time_slices(folder: Path, points, predicted, reference, variables, output) 
     ax.legend()
     ax.set_title("time slices: model (solid), reference (dashed)")
     fig.tight_layout()
-    fig.savefig(folder / "slices.png", dpi=110)
+    fig.savefig(folder / filename, dpi=110)
     plt.close(fig)
-    return "slices.png"
+    return filename
 
 
 def history_plot(folder: Path, history: list[dict]) -> str | None:
@@ -84,7 +102,8 @@ def history_plot(folder: Path, history: list[dict]) -> str | None:
     axes[0].set_xlabel("step")
     axes[0].set_title("loss")
     axes[0].legend(fontsize=8)
-    for key in ("rel_l2", "mse"):
+    per_output = [key for key in history[-1] if key.startswith("rel_l2_")]  # several outputs: each one's rel_l2
+    for key in ("rel_l2", "mse", *per_output):
         measured = [row for row in history if row.get(key) is not None]  # rows between measurements have none
         if measured:
             axes[1].semilogy([row["step"] for row in measured], [row[key] for row in measured], label=key)

@@ -22,6 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from kanpde import signals
+from kanpde.metrics import errors as prediction_errors
 from kanpde.nn import KAN, count_parameters
 from kanpde.objective import (LeastSquares, backward_in_chunks, condition_terms, evaluate_terms,  # noqa: F401
                               loss_terms, residual_magnitude, residual_terms)
@@ -83,19 +84,23 @@ class GridUpdate:
 
 @dataclass
 class Evaluation:
-    """Fixed test points and the true solution there, for metrics."""
+    """Fixed test points and the true solution there, for metrics.
+
+    ``outputs`` names the columns of ``values`` (the problem's outputs): with several, :meth:`errors` reports each
+    output's errors too (``rel_l2_u``, ... see :mod:`kanpde.metrics`).
+    """
 
     points: torch.Tensor  # (N, n_vars)
     values: torch.Tensor  # (N, n_outputs)
+    outputs: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if self.outputs and len(self.outputs) != self.values.shape[-1]:
+            raise ValueError(f"Evaluation got {len(self.outputs)} output names {tuple(self.outputs)} for values with "
+                             f"{self.values.shape[-1]} columns; give one name per column (the problem's outputs)")
 
     def errors(self, model: torch.nn.Module, constraint=None, chunk: int = 65536) -> dict[str, float]:
-        predicted = predict(model, self.points, constraint, chunk)
-        diff = predicted - self.values
-        return {
-            "rel_l2": float(diff.norm() / self.values.norm().clamp(min=1e-300)),
-            "mse": float((diff**2).mean()),
-            "max_abs": float(diff.abs().max()),
-        }
+        return prediction_errors(predict(model, self.points, constraint, chunk), self.values, self.outputs)
 
 
 @torch.no_grad()
