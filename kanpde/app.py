@@ -29,6 +29,7 @@ from kanpde.settings import SettingsError, check_settings
 from kanpde.training import Evaluation, GridUpdate, Stage, check_optimizer_sizes, train
 from kanpde.unknowns import coefficients_of
 from kanpde.validation import ValidationReport, check_reference, validate
+from kanpde.windows import check_windows
 
 log = logging.getLogger("kanpde")
 
@@ -341,6 +342,10 @@ def _train_in(cfg: DictConfig, output_dir: Path, problem_name: str | None, state
                 check_fixed_points(setup.problem, state["points"])
             except CheckpointError as error:
                 raise ConfigError(f"cannot resume {output_dir}: {error}") from None
+        try:  # stage time windows and decay need a variable t (a problem-specific schedule with another problem)
+            check_windows(setup.problem, setup.stages, setup.sampler)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
         (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
         log.info("solving %s with %s (%d stages) in %s", setup.problem.name, type(setup.model).__name__,
                  len(setup.stages), output_dir)

@@ -29,11 +29,12 @@ from kanpde.objective import (LeastSquares, backward_in_chunks, condition_terms,
 from kanpde.optim import make_optimizer
 from kanpde.optim.base import TorchOptimizer
 from kanpde.optim.lm import check_size
-from kanpde.problem import Problem
+from kanpde.problem import Box, Problem
 from kanpde.prune import prune
 from kanpde.resume import capture, check_fixed_points, restore_model, set_rng_state
 from kanpde.sampling import Sampler
 from kanpde.unknowns import coefficients_of, full_state, load_full_state
+from kanpde.windows import TimeDecay, check_decay, check_window, check_windows, window_domain
 
 log = logging.getLogger("kanpde")
 
@@ -52,6 +53,10 @@ class Stage:
             (:func:`kanpde.prune.sparsity_penalty`); first-order optimizers only.
         prune: at the stage's start, remove the KAN's hidden nodes whose relative importance is below this
             (:func:`kanpde.prune.prune`); the smaller KAN trains on.
+        time_window: train on t in [t_0, time_window] only (time marching, :mod:`kanpde.windows`): at the
+            stage's start every point set is drawn afresh in the domain cut there; null: the whole domain.
+        time_decay: weight the PDE residual's square by exp(-time_decay (t - t_0)) in this stage
+            (:class:`kanpde.windows.TimeDecay`): early times first, where errors grow into later ones; 0: off.
     """
 
     optimizer: str = "lbfgs"
@@ -59,6 +64,8 @@ class Stage:
     grid_size: int | None = None
     sparsity: float = 0.0
     prune: float | None = None
+    time_window: float | None = None
+    time_decay: float = 0.0
 
     def __post_init__(self):
         if int(self.steps) != self.steps or self.steps < 0:
@@ -70,6 +77,9 @@ class Stage:
         if self.prune is not None and not 0.0 < self.prune < 1.0:
             raise ValueError(f"stage prune must lie in (0, 1) (relative node importance) or be null, "
                              f"got {self.prune!r}")
+        if self.time_window is not None:
+            self.time_window = check_window(self.time_window)
+        self.time_decay = check_decay(self.time_decay)
 
 
 @dataclass(frozen=True)  # frozen: the instance in train()'s signature is shared by every call
@@ -134,14 +144,16 @@ class Diverged(RuntimeError):
     """The loss or the parameters stopped being finite."""
 
 
-def collocation(problem: Problem, sampler: Sampler) -> dict[str, torch.Tensor]:
-    """Fresh point sets: ``"interior"`` and one per condition name, each (n, n_vars) float64."""
-    points = {"interior": sampler.interior(problem.domain)}
+def collocation(problem: Problem, sampler: Sampler, domain: Box | None = None) -> dict[str, torch.Tensor]:
+    """Fresh point sets: ``"interior"`` and one per condition name, each (n, n_vars) float64, in ``domain``
+    (the problem's by default; a time window's cut, :func:`kanpde.windows.window_domain`)."""
+    domain = problem.domain if domain is None else domain
+    points = {"interior": sampler.interior(domain)}
     for name, condition in problem.conditions().items():
-        if condition.points is not None:  # observations: their own points, not drawn
+        if condition.points is not None:  # observations: their own points (all of them, whatever the window)
             points[name] = condition.points.detach().to(torch.float64).clone()
         else:
-            points[name] = sampler.on_faces(problem.domain, condition.on, condition.n_points)
+            points[name] = sampler.on_faces(domain, condition.on, condition.n_points)
     return points
 
 
@@ -191,6 +203,7 @@ def train(problem: Problem, model: torch.nn.Module, stages: Sequence[Stage],
         if stage.sparsity and not isinstance(make_optimizer(optimizers[stage.optimizer], model), TorchOptimizer):
             raise ValueError(f"stage sparsity needs a first-order optimizer (lbfgs, adam): {stage.optimizer!r} "
                              "minimises a sum of squares, which the regulariser is not")
+    check_windows(problem, stages, sampler)
     reference = next(model.parameters())
     dtype, device = reference.dtype, reference.device
     check_optimizer_sizes(model, stages, optimizers)
@@ -205,7 +218,8 @@ def train(problem: Problem, model: torch.nn.Module, stages: Sequence[Stage],
         state = {"step": int(resume["step"]), "train_time": float(resume["train_time"])}
         set_rng_state(resume["rng"])
     else:
-        fresh = collocation(problem, sampler)
+        window = stages[0].time_window if stages else None
+        fresh = collocation(problem, sampler, window_domain(problem, window))
     points = {k: v.to(dtype=dtype, device=device).requires_grad_(k in input_grad) for k, v in fresh.items()}
     objective = LeastSquares(problem, model, points, engine=engine, transform=transform, chunk_size=chunk_size,
                              input_grad=input_grad)
@@ -295,11 +309,15 @@ def train(problem: Problem, model: torch.nn.Module, stages: Sequence[Stage],
         saved_at = time.monotonic()
 
     first_stage = int(resume["stage"]) if resume is not None else 0
+    decay = TimeDecay(problem) if any(stage.time_decay for stage in stages) else None
     try:
         for stage_index, stage in enumerate(stages):
             if stage_index < first_stage:
                 continue
             objective.sparsity = stage.sparsity
+            if decay is not None and decay.rate != stage.time_decay:
+                decay.rate = stage.time_decay
+                objective.set_model(model)  # forget forward passes kept under the old weights
             factory = optimizers[stage.optimizer]
             within = resume is not None and stage_index == first_stage and int(resume["step_in_stage"]) > 0
             if within:  # continue the stage the resume state was taken in: no extension, the optimizer's state
@@ -311,6 +329,14 @@ def train(problem: Problem, model: torch.nn.Module, stages: Sequence[Stage],
                 if adaptive is not None and stage.steps > 0 and adaptive.due(state["step"], stage_index > 0):
                     tick = time.perf_counter()  # before the extension, so that new knots see the new points
                     adapt_points()
+                    state["train_time"] += time.perf_counter() - tick
+                if stage_index > 0 and stage.time_window != stages[stage_index - 1].time_window:
+                    tick = time.perf_counter()  # the next time window: fresh points there, before the extension
+                    for name, fresh in collocation(problem, sampler, window_domain(problem, stage.time_window)).items():
+                        points[name] = fresh.to(dtype=dtype, device=device).requires_grad_(name in input_grad)
+                    if isinstance(model, KAN) and grid_update is not None:  # hidden grids follow the new times
+                        model.update_grid(all_points(), grid_update.margin, grid_update.adaptive)
+                        last_good = last_step = copied()
                     state["train_time"] += time.perf_counter() - tick
                 if stage.prune is not None:
                     tick = time.perf_counter()
@@ -395,6 +421,8 @@ def train(problem: Problem, model: torch.nn.Module, stages: Sequence[Stage],
         log.warning("%s; saving the last completed step", message)
     finally:
         bar.close()
+        if decay is not None:
+            decay.remove()
     if evaluation is not None:
         tick = time.perf_counter()
         errors = evaluation.errors(model, getattr(problem, "hard_constraint", None))
