@@ -11,6 +11,7 @@ output with a large norm (a pressure) can hide another's error in the combined f
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -45,7 +46,8 @@ def errors(predicted: torch.Tensor, values: torch.Tensor, outputs: Sequence[str]
 def _errors(diff: torch.Tensor, values: torch.Tensor) -> dict[str, float]:
     """rel_l2, mse and max_abs of the differences ``diff`` against the true ``values`` (same shape)."""
     return {
-        "rel_l2": float(diff.norm() / values.norm().clamp(min=1e-300)),
+        # an output that is identically zero has no relative error (mse and max_abs still say how far off it is)
+        "rel_l2": float(diff.norm() / values.norm()) if float(values.norm()) > 0 else math.nan,
         "mse": float((diff**2).mean()),
         "max_abs": float(diff.abs().max()),
     }

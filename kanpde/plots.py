@@ -102,7 +102,7 @@ def history_plot(folder: Path, history: list[dict]) -> str | None:
     axes[0].set_xlabel("step")
     axes[0].set_title("loss")
     axes[0].legend(fontsize=8)
-    per_output = [key for key in history[-1] if key.startswith("rel_l2_")]  # several outputs: each one's rel_l2
+    per_output = list(dict.fromkeys(key for row in history for key in row if key.startswith("rel_l2_")))  # each output's
     for key in ("rel_l2", "mse", *per_output):
         measured = [row for row in history if row.get(key) is not None]  # rows between measurements have none
         if measured:

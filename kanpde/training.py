@@ -55,7 +55,8 @@ class Stage:
             (:func:`kanpde.prune.prune`); the smaller KAN trains on.
         time_window: train on t in [t_0, time_window] only (time marching, :mod:`kanpde.windows`): at the
             stage's start every point set is drawn afresh in the domain cut there; null: the whole domain.
-        time_decay: weight the PDE residual's square by exp(-time_decay (t - t_0)) in this stage
+        time_decay: weight the PDE residual's square by exp(-time_decay (t - t_0)) in this stage (the recorded
+            ``loss_pde`` is then the weighted one, and adaptive sampling ranks points by the weighted residual)
             (:class:`kanpde.windows.TimeDecay`): early times first, where errors grow into later ones; 0: off.
     """
 
@@ -309,8 +310,10 @@ def train(problem: Problem, model: torch.nn.Module, stages: Sequence[Stage],
         saved_at = time.monotonic()
 
     first_stage = int(resume["stage"]) if resume is not None else 0
-    decay = TimeDecay(problem) if any(stage.time_decay for stage in stages) else None
+    decay = None
     try:
+        if any(stage.time_decay for stage in stages):  # inside the try: the finally below always removes it
+            decay = TimeDecay(problem)
         for stage_index, stage in enumerate(stages):
             if stage_index < first_stage:
                 continue

@@ -63,8 +63,14 @@ class TimeDecay:
     """
 
     def __init__(self, problem: Problem, rate: float = 0.0):
+        if TIME not in problem.domain.variables:
+            raise ValueError(f"a time decay weights the residual along the variable 't', but {problem.name}'s "
+                             f"variables are {problem.domain.variables}")
+        if isinstance(problem.__dict__.get("residual"), _Weighted):
+            raise ValueError(f"{problem.name}'s residual is already weighted by a TimeDecay; remove() that one first")
         index = problem.domain.variables.index(TIME)
         self.problem, self.rate, self.start = problem, check_decay(rate), problem.domain.lower[index]
+        self._saved = problem.__dict__.get("residual", _MISSING)  # a residual the user set on the instance
         unweighted = problem.residual
 
         def residual(x: torch.Tensor, d):
@@ -78,10 +84,27 @@ class TimeDecay:
                 return type(value)(weight * part for part in value)
             return weight * value
 
-        problem.residual = residual
+        problem.residual = _Weighted(residual)
 
     def remove(self) -> None:
-        self.problem.__dict__.pop("residual", None)
+        """Give the problem back the residual it had (the class's, or one set on the instance)."""
+        if self._saved is _MISSING:
+            self.problem.__dict__.pop("residual", None)
+        else:
+            self.problem.__dict__["residual"] = self._saved
+
+
+_MISSING = object()
+
+
+class _Weighted:
+    """A residual function wrapped by :class:`TimeDecay` (recognisable, so that two decays never stack)."""
+
+    def __init__(self, function):
+        self.function = function
+
+    def __call__(self, x, d):
+        return self.function(x, d)
 
 
 def window_domain(problem: Problem, window: float | None) -> Box:
@@ -108,6 +131,9 @@ def check_windows(problem: Problem, stages: Sequence, sampler) -> None:
     windows = [stage.time_window for stage in stages if getattr(stage, "time_window", None) is not None]
     if not windows:
         return
+    if any(later < earlier for earlier, later in zip(windows, windows[1:])):
+        raise ValueError(f"stage time windows must grow (each stage's end at or after the previous one's), got "
+                         f"{windows}: a shorter window would stop training the times already covered")
     if TIME not in box.variables:
         raise ValueError(f"stage time_window cuts the variable 't', but {problem.name}'s variables are "
                          f"{box.variables}; drop time_window from the schedule for a problem without time")

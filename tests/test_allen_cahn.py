@@ -27,7 +27,8 @@ def test_etdrk4_coefficients_match_their_closed_forms_and_limits():
     np.testing.assert_allclose(f2[:3], h * (2 + z + np.exp(z) * (-2 + z)) / z**3, rtol=1e-10)
     np.testing.assert_allclose(f3[:3], h * (-4 - 3 * z - z**2 + np.exp(z) * (4 - z)) / z**3, rtol=1e-10)
     np.testing.assert_allclose([q[3], f1[3], f2[3], f3[3]], [h / 2, h / 6, h / 6, h / 6], rtol=1e-12)
-    np.testing.assert_allclose(e, np.exp(h * linear)) and np.testing.assert_allclose(e2, np.exp(h * linear / 2))
+    np.testing.assert_allclose(e, np.exp(h * linear))
+    np.testing.assert_allclose(e2, np.exp(h * linear / 2))
 
 
 def test_etdrk4_is_fourth_order_in_the_step():

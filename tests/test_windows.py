@@ -155,3 +155,31 @@ def test_a_time_schedule_on_a_problem_without_time_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="time_decay weights the residual along the variable 't'"):
         run(cfg, tmp_path, "poisson")
     assert not (tmp_path / "metrics.json").exists()
+
+
+def test_removing_a_time_decay_restores_a_residual_set_on_the_instance():
+    from kanpde.problems.allen_cahn import AllenCahn
+    from kanpde.windows import TimeDecay
+
+    problem = AllenCahn(reference_points=(16, 5), reference_modes=16)
+    mine = problem.residual.__func__.__get__(problem)  # a bound residual set on the instance
+    problem.residual = mine
+    decay = TimeDecay(problem, 2.0)
+    with pytest.raises(ValueError, match="already weighted by a TimeDecay"):
+        TimeDecay(problem, 3.0)
+    decay.remove()
+    assert problem.__dict__["residual"] is mine
+    plain = AllenCahn(reference_points=(16, 5), reference_modes=16)
+    TimeDecay(plain, 1.0).remove()
+    assert "residual" not in vars(plain)
+
+
+def test_time_windows_must_grow():
+    from kanpde.windows import check_windows
+
+    from kanpde.problems.allen_cahn import AllenCahn
+
+    problem = AllenCahn(reference_points=(16, 5), reference_modes=16)
+    stages = [Stage("lm", 1, time_window=0.5), Stage("lm", 1, time_window=0.25)]
+    with pytest.raises(ValueError, match="time windows must grow"):
+        check_windows(problem, stages, Sampler())
