@@ -49,11 +49,20 @@ def aligned(values: torch.Tensor | None, x: torch.Tensor, name: str = "") -> tor
 
 
 def residual_terms(problem: Problem, model: torch.nn.Module, interior: torch.Tensor, engine: str = "forward",
-                   transform=None) -> dict[str, torch.Tensor]:
-    """``residual_weight * mean(residual^2)`` per residual equation at ``interior`` (N, n_vars)."""
+                   transform=None, scale: Callable | None = None) -> dict[str, torch.Tensor]:
+    """``residual_weight * mean(residual^2)`` per residual equation at ``interior`` (N, n_vars); ``scale(x) -> (N,)``
+    multiplies each residual first (a time decay, :mod:`kanpde.windows`), or None."""
     fields = _fields_factory(problem, model, engine, transform)
     return {name: problem.residual_weight * residual.pow(2).mean()
-            for name, residual in _named(problem.residual(interior, fields(interior)), "pde")}
+            for name, residual in _scaled(_named(problem.residual(interior, fields(interior)), "pde"), interior, scale)}
+
+
+def _scaled(named, x: torch.Tensor, scale: Callable | None):
+    """[(name, residual)] with each residual multiplied by ``scale(x)`` (N,) when a scale is given."""
+    if scale is None:
+        return named
+    factor = scale(x.detach())
+    return [(name, residual * factor) for name, residual in named]
 
 
 def condition_terms(problem: Problem, model: torch.nn.Module, points: Mapping[str, torch.Tensor],
@@ -70,18 +79,19 @@ def condition_terms(problem: Problem, model: torch.nn.Module, points: Mapping[st
 
 
 def loss_terms(problem: Problem, model: torch.nn.Module, points: Mapping[str, torch.Tensor],
-               engine: str = "forward", transform=None) -> dict[str, torch.Tensor]:
+               engine: str = "forward", transform=None, scale: Callable | None = None) -> dict[str, torch.Tensor]:
     """Weighted mean-square terms: one per residual equation and one per condition.
 
-    ``transform`` defaults to the problem's ``hard_constraint.apply_jet`` when it has one.
+    ``transform`` defaults to the problem's ``hard_constraint.apply_jet`` when it has one; ``scale`` multiplies the
+    interior residuals (:func:`residual_terms`).
     """
-    return {**residual_terms(problem, model, points["interior"], engine, transform),
+    return {**residual_terms(problem, model, points["interior"], engine, transform, scale),
             **condition_terms(problem, model, points, engine, transform)}
 
 
 def backward_in_chunks(problem: Problem, model: torch.nn.Module, points: Mapping[str, torch.Tensor],
                        chunk_size: int | None = None, engine: str = "forward", transform=None,
-                       backward: bool = True) -> dict[str, float]:
+                       backward: bool = True, scale: Callable | None = None) -> dict[str, float]:
     """Back-propagate the total loss, interior points ``chunk_size`` at a time; returns the loss terms.
 
     Mean-square terms are additive over chunks when each chunk's mean is weighted by its share of the
@@ -95,26 +105,27 @@ def backward_in_chunks(problem: Problem, model: torch.nn.Module, points: Mapping
 
     interior = points["interior"]
     if chunk_size is None or len(interior) <= chunk_size:
-        return done(loss_terms(problem, model, points, engine, transform))
+        return done(loss_terms(problem, model, points, engine, transform, scale))
     totals: dict[str, float] = {}
-    for terms in weighted_chunks(problem, model, interior, chunk_size, engine, transform):
+    for terms in weighted_chunks(problem, model, interior, chunk_size, engine, transform, scale):
         for k, v in done(terms).items():
             totals[k] = totals.get(k, 0.0) + v
     return {**totals, **done(condition_terms(problem, model, points, engine, transform))}
 
 
 def weighted_chunks(problem: Problem, model: torch.nn.Module, interior: torch.Tensor, chunk_size: int,
-                    engine: str = "forward", transform=None):
+                    engine: str = "forward", transform=None, scale: Callable | None = None):
     """:func:`residual_terms` of each chunk of ``chunk_size`` interior points (N, n_vars), weighted by the
     chunk's share of the points: the terms of all chunks add up to the unchunked ones."""
     for start in range(0, len(interior), chunk_size):
         part = interior[start : start + chunk_size]
         yield {k: v * (len(part) / len(interior))
-               for k, v in residual_terms(problem, model, part, engine, transform).items()}
+               for k, v in residual_terms(problem, model, part, engine, transform, scale).items()}
 
 
 def evaluate_terms(problem: Problem, model: torch.nn.Module, points: Mapping[str, torch.Tensor],
-                   chunk_size: int | None = None, engine: str = "forward", transform=None) -> dict[str, float]:
+                   chunk_size: int | None = None, engine: str = "forward", transform=None,
+                   scale: Callable | None = None) -> dict[str, float]:
     """The loss terms at the current parameters, without a backward pass.
 
     A graph is built only where the derivatives themselves need autograd: engine ``"autograd"``, or point
@@ -122,7 +133,7 @@ def evaluate_terms(problem: Problem, model: torch.nn.Module, points: Mapping[str
     """
     needs_graph = engine == "autograd" or any(x.requires_grad for x in points.values())
     with torch.set_grad_enabled(needs_graph):
-        return backward_in_chunks(problem, model, points, chunk_size, engine, transform, backward=False)
+        return backward_in_chunks(problem, model, points, chunk_size, engine, transform, backward=False, scale=scale)
 
 
 def residual_magnitude(problem: Problem, model: torch.nn.Module, x: torch.Tensor, engine: str = "forward",
@@ -209,6 +220,7 @@ class LeastSquares:
         self.evaluations = 0  # loss evaluations (with or without gradient or Jacobian)
         self.sparsity = 0.0  # lambda of the KAN sparsity regulariser added by backward() (first-order methods)
         self.unknowns = unknown_parameters(problem)  # the problem's unknown coefficients, trained with the model
+        self.residual_scale: Callable | None = None  # (x) -> (N,) multiplying the interior residuals (set_residual_scale)
         self._structured: dict[str, bool] = {}  # group -> structured rows verified against generic ones
         self._buffer: torch.Tensor | None = None
         # set name -> (points, version, points in cell order, keys, permutation[, values in cell order])
@@ -226,6 +238,14 @@ class LeastSquares:
         self._kept.clear()
         self._buffer, self._trial_terms = None, None
 
+    def set_residual_scale(self, scale: Callable | None) -> None:
+        """Multiply the interior residuals by ``scale(x) -> (N,)`` from now on (None: by 1), e.g. a stage's time decay
+        (:func:`kanpde.windows.time_decay`); a trial's kept forward pass under the old scale goes."""
+        if scale is not self.residual_scale:
+            self.residual_scale = scale
+            self._kept.clear()
+            self._trial_terms = None
+
     def _state(self, parameters: list[torch.Tensor]) -> tuple:
         """Parameters and buffers (a KAN's knots) with their versions: a kept forward pass is valid for this."""
         return _state([*parameters, *self.model.buffers()])
@@ -233,7 +253,8 @@ class LeastSquares:
     def loss_terms(self) -> dict[str, float]:
         """The loss terms at the current parameters (no gradient)."""
         self.evaluations += 1
-        return evaluate_terms(self.problem, self.model, self.points, self.chunk_size, self.engine, self.transform)
+        return evaluate_terms(self.problem, self.model, self.points, self.chunk_size, self.engine, self.transform,
+                              self.residual_scale)
 
     def loss(self) -> float:
         return sum(self.loss_terms().values())
@@ -243,7 +264,7 @@ class LeastSquares:
         ``"sparsity"`` penalty when :attr:`sparsity` is set)."""
         self.evaluations += 1
         terms = backward_in_chunks(self.problem, self.model, self.points, self.chunk_size, self.engine,
-                                   self.transform)
+                                   self.transform, scale=self.residual_scale)
         if self.sparsity:
             penalty = self.sparsity * sparsity_penalty(self.model, self.points["interior"].detach())
             penalty.backward()
@@ -252,8 +273,9 @@ class LeastSquares:
 
     def _groups(self) -> list[_Group]:
         problem = self.problem
+        scale = self.residual_scale
         groups = [_Group("interior", problem.residual_weight,
-                         lambda x, d: _named(problem.residual(x, d), "pde"), plain_values=False)]
+                         lambda x, d: _scaled(_named(problem.residual(x, d), "pde"), x, scale), plain_values=False)]
         for name, condition in problem.conditions().items():
             groups.append(_Group(name, condition.weight,
                                  lambda x, d, c=condition, n=name: _named(c.residual(x, d), n), plain_values=True,
@@ -322,7 +344,8 @@ class LeastSquares:
         if cached is not None and _same(cached[0], self._state(self.parameters())) \
                 and cached[1].keys() == self.points.keys() and all(self.points[k] is v for k, v in cached[1].items()):
             return dict(cached[2])
-        return evaluate_terms(self.problem, self.model, self.points, self.chunk_size, self.engine, self.transform)
+        return evaluate_terms(self.problem, self.model, self.points, self.chunk_size, self.engine, self.transform,
+                              self.residual_scale)
 
     def _group_terms(self, group: _Group) -> dict[str, float]:
         """One point set's loss terms, without a graph where the derivatives allow."""
@@ -331,7 +354,7 @@ class LeastSquares:
             if group.name == "interior":
                 terms: dict[str, float] = {}
                 for chunk in weighted_chunks(self.problem, self.model, x, self.chunk_size or len(x), self.engine,
-                                             self.transform):
+                                             self.transform, self.residual_scale):
                     for k, v in chunk.items():
                         terms[k] = terms.get(k, 0.0) + float(v.detach())
                 return terms

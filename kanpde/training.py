@@ -34,7 +34,7 @@ from kanpde.prune import prune
 from kanpde.resume import capture, check_fixed_points, restore_model, set_rng_state
 from kanpde.sampling import Sampler
 from kanpde.unknowns import coefficients_of, full_state, load_full_state
-from kanpde.windows import TimeDecay, check_decay, check_window, check_windows, window_domain
+from kanpde.windows import check_decay, check_window, check_windows, time_decay, window_domain
 
 log = logging.getLogger("kanpde")
 
@@ -56,8 +56,8 @@ class Stage:
         time_window: train on t in [t_0, time_window] only (time marching, :mod:`kanpde.windows`): at the
             stage's start every point set is drawn afresh in the domain cut there; null: the whole domain.
         time_decay: weight the PDE residual's square by exp(-time_decay (t - t_0)) in this stage (the recorded
-            ``loss_pde`` is then the weighted one, and adaptive sampling ranks points by the weighted residual)
-            (:class:`kanpde.windows.TimeDecay`): early times first, where errors grow into later ones; 0: off.
+            ``loss_pde`` is then the weighted one; adaptive sampling ranks points by the plain residual)
+            (:func:`kanpde.windows.time_decay`): early times first, where errors grow into later ones; 0: off.
     """
 
     optimizer: str = "lbfgs"
@@ -310,17 +310,13 @@ def train(problem: Problem, model: torch.nn.Module, stages: Sequence[Stage],
         saved_at = time.monotonic()
 
     first_stage = int(resume["stage"]) if resume is not None else 0
-    decay = None
+    decays: dict[float, Callable | None] = {}  # one scale per decay rate: the same function keeps kept passes valid
     try:
-        if any(stage.time_decay for stage in stages):  # inside the try: the finally below always removes it
-            decay = TimeDecay(problem)
         for stage_index, stage in enumerate(stages):
             if stage_index < first_stage:
                 continue
             objective.sparsity = stage.sparsity
-            if decay is not None and decay.rate != stage.time_decay:
-                decay.rate = stage.time_decay
-                objective.set_model(model)  # forget forward passes kept under the old weights
+            objective.set_residual_scale(decays.setdefault(stage.time_decay, time_decay(problem, stage.time_decay)))
             factory = optimizers[stage.optimizer]
             within = resume is not None and stage_index == first_stage and int(resume["step_in_stage"]) > 0
             if within:  # continue the stage the resume state was taken in: no extension, the optimizer's state
@@ -424,8 +420,6 @@ def train(problem: Problem, model: torch.nn.Module, stages: Sequence[Stage],
         log.warning("%s; saving the last completed step", message)
     finally:
         bar.close()
-        if decay is not None:
-            decay.remove()
     if evaluation is not None:
         tick = time.perf_counter()
         errors = evaluation.errors(model, getattr(problem, "hard_constraint", None))

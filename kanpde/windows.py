@@ -15,7 +15,7 @@ the domain cut to t in [t_0, T_k], with the sampler's usual counts, so early win
 One network covers all windows (unlike bc-PINN's one network per window), so the final stages see the
 whole domain; a stage without a window trains on the whole domain.
 
-A stage's ``time_decay`` = c weights the PDE residual's square by exp(-c (t - t_0)) (:class:`TimeDecay`), a
+A stage's ``time_decay`` = c weights the PDE residual's square by exp(-c (t - t_0)) (:func:`time_decay`), a
 fixed form of Wang et al.'s causal weights. Why it helps: a residual r left at time s perturbs the solution,
 and where the dynamics is unstable (Allen-Cahn's u = 0, growing at rate a = 5) the perturbation grows like
 exp(a (t - s)); errors made early cost most at the end, and a uniform mean square underrates them.
@@ -29,7 +29,7 @@ all three seeds end at 6.6e-4 to 2.8e-3. Growing windows did not help there (see
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -54,57 +54,23 @@ def check_decay(value) -> float:
     return float(value)
 
 
-class TimeDecay:
-    """Weights ``problem``'s PDE residual by exp(-rate (t - t_0) / 2) (its square by exp(-rate (t - t_0))) while
-    installed; ``rate`` may change between stages (0 leaves the residual as it is).
+def time_decay(problem: Problem, rate: float) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """The scale exp(-rate (t - t_0) / 2) of the PDE residual at points x (N, n_vars) -> (N,), so that its square
+    is weighted by exp(-rate (t - t_0)); None for rate 0. The objective applies it
+    (:meth:`kanpde.objective.LeastSquares.set_residual_scale`): the problem itself is never changed."""
+    rate = check_decay(rate)
+    if not rate:
+        return None
+    if TIME not in problem.domain.variables:
+        raise ValueError(f"a time decay weights the residual along the variable 't', but {problem.name}'s "
+                         f"variables are {problem.domain.variables}")
+    index = problem.domain.variables.index(TIME)
+    start = problem.domain.lower[index]
 
-    The weighted residual is set on the problem instance (the objective calls ``problem.residual``), and
-    :meth:`remove` restores the class's own. Residuals may be one tensor (N,), a dict or a tuple of them.
-    """
+    def scale(x: torch.Tensor) -> torch.Tensor:
+        return torch.exp(-0.5 * rate * (x[:, index] - start))
 
-    def __init__(self, problem: Problem, rate: float = 0.0):
-        if TIME not in problem.domain.variables:
-            raise ValueError(f"a time decay weights the residual along the variable 't', but {problem.name}'s "
-                             f"variables are {problem.domain.variables}")
-        if isinstance(problem.__dict__.get("residual"), _Weighted):
-            raise ValueError(f"{problem.name}'s residual is already weighted by a TimeDecay; remove() that one first")
-        index = problem.domain.variables.index(TIME)
-        self.problem, self.rate, self.start = problem, check_decay(rate), problem.domain.lower[index]
-        self._saved = problem.__dict__.get("residual", _MISSING)  # a residual the user set on the instance
-        unweighted = problem.residual
-
-        def residual(x: torch.Tensor, d):
-            value = unweighted(x, d)
-            if not self.rate:
-                return value
-            weight = torch.exp(-0.5 * self.rate * (x[:, index] - self.start))  # (N,)
-            if isinstance(value, Mapping):
-                return {name: weight * part for name, part in value.items()}
-            if isinstance(value, (tuple, list)):
-                return type(value)(weight * part for part in value)
-            return weight * value
-
-        problem.residual = _Weighted(residual)
-
-    def remove(self) -> None:
-        """Give the problem back the residual it had (the class's, or one set on the instance)."""
-        if self._saved is _MISSING:
-            self.problem.__dict__.pop("residual", None)
-        else:
-            self.problem.__dict__["residual"] = self._saved
-
-
-_MISSING = object()
-
-
-class _Weighted:
-    """A residual function wrapped by :class:`TimeDecay` (recognisable, so that two decays never stack)."""
-
-    def __init__(self, function):
-        self.function = function
-
-    def __call__(self, x, d):
-        return self.function(x, d)
+    return scale
 
 
 def window_domain(problem: Problem, window: float | None) -> Box:
