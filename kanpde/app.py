@@ -26,7 +26,8 @@ from kanpde.resume import (RUN_ONLY, CheckpointError, FolderInUse, check_fixed_p
                            folder_lock, in_use, resume_state)
 from kanpde.sampling import evaluation_grid, grid_side
 from kanpde.settings import SettingsError, check_settings
-from kanpde.training import Evaluation, GridUpdate, Stage, check_optimizer_sizes, train
+from kanpde.metrics import Evaluation
+from kanpde.training import GridUpdate, Stage, check_optimizer_sizes, train
 from kanpde.unknowns import coefficients_of
 from kanpde.validation import ValidationReport, check_reference, validate
 from kanpde.windows import check_windows

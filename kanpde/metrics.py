@@ -1,4 +1,5 @@
-"""Errors of a prediction against the exact or reference solution: combined, and per output.
+"""Errors of a prediction against the exact or reference solution: combined, and per output; the fixed test set
+(:class:`Evaluation`) and chunked prediction (:func:`predict`).
 
 For predictions and true values (N, n_outputs) at the test points,
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -51,3 +53,39 @@ def _errors(diff: torch.Tensor, values: torch.Tensor) -> dict[str, float]:
         "mse": float((diff**2).mean()),
         "max_abs": float(diff.abs().max()),
     }
+
+
+@dataclass
+class Evaluation:
+    """Fixed test points and the true solution there, for metrics.
+
+    ``outputs`` names the columns of ``values`` (the problem's outputs): with several, :meth:`errors` reports each
+    output's errors too (``rel_l2_u``, ... see :mod:`kanpde.metrics`).
+    """
+
+    points: torch.Tensor  # (N, n_vars)
+    values: torch.Tensor  # (N, n_outputs)
+    outputs: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if self.outputs and len(self.outputs) != self.values.shape[-1]:
+            raise ValueError(f"Evaluation got {len(self.outputs)} output names {tuple(self.outputs)} for values with "
+                             f"{self.values.shape[-1]} columns; give one name per column (the problem's outputs)")
+
+    def errors(self, model: torch.nn.Module, constraint=None, chunk: int = 65536) -> dict[str, float]:
+        return errors(predict(model, self.points, constraint, chunk), self.values, self.outputs)
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, points: torch.Tensor, constraint=None, chunk: int = 65536) -> torch.Tensor:
+    """Solution values at ``points`` (N, d), in chunks to bound memory: (N, n_out).
+
+    ``constraint``: the problem's ``hard_constraint`` (or None); its ``apply_value(x, net_value)`` turns the
+    network output into the solution.
+    """
+    parts = []
+    for i in range(0, len(points), chunk):
+        x = points[i : i + chunk]
+        value = model(x)
+        parts.append(constraint.apply_value(x, value) if constraint is not None else value)
+    return torch.cat(parts)

@@ -18,7 +18,8 @@ import torch
 from kanpde import plots
 from kanpde.nn.build import model_from_spec, model_spec
 from kanpde.resume import read_checkpoint
-from kanpde.training import Evaluation, Result, predict
+from kanpde.metrics import Evaluation, predict
+from kanpde.training import Result
 
 CHECKPOINT = "checkpoint.pt"
 

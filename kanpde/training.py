@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from kanpde import signals
-from kanpde.metrics import errors as prediction_errors
+from kanpde.metrics import Evaluation, predict  # noqa: F401 -- re-exported: kanpde.training.Evaluation
 from kanpde.nn import KAN, count_parameters
 from kanpde.objective import (LeastSquares, backward_in_chunks, condition_terms, evaluate_terms,  # noqa: F401
                               loss_terms, residual_magnitude, residual_terms)
@@ -91,42 +91,6 @@ class GridUpdate:
     until: int = 50
     margin: float = 0.1
     adaptive: float = 0.0
-
-
-@dataclass
-class Evaluation:
-    """Fixed test points and the true solution there, for metrics.
-
-    ``outputs`` names the columns of ``values`` (the problem's outputs): with several, :meth:`errors` reports each
-    output's errors too (``rel_l2_u``, ... see :mod:`kanpde.metrics`).
-    """
-
-    points: torch.Tensor  # (N, n_vars)
-    values: torch.Tensor  # (N, n_outputs)
-    outputs: tuple[str, ...] = ()
-
-    def __post_init__(self):
-        if self.outputs and len(self.outputs) != self.values.shape[-1]:
-            raise ValueError(f"Evaluation got {len(self.outputs)} output names {tuple(self.outputs)} for values with "
-                             f"{self.values.shape[-1]} columns; give one name per column (the problem's outputs)")
-
-    def errors(self, model: torch.nn.Module, constraint=None, chunk: int = 65536) -> dict[str, float]:
-        return prediction_errors(predict(model, self.points, constraint, chunk), self.values, self.outputs)
-
-
-@torch.no_grad()
-def predict(model: torch.nn.Module, points: torch.Tensor, constraint=None, chunk: int = 65536) -> torch.Tensor:
-    """Solution values at ``points`` (N, d), in chunks to bound memory: (N, n_out).
-
-    ``constraint``: the problem's ``hard_constraint`` (or None); its ``apply_value(x, net_value)`` turns the
-    network output into the solution.
-    """
-    parts = []
-    for i in range(0, len(points), chunk):
-        x = points[i : i + chunk]
-        value = model(x)
-        parts.append(constraint.apply_value(x, value) if constraint is not None else value)
-    return torch.cat(parts)
 
 
 @dataclass
