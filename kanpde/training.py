@@ -293,7 +293,8 @@ def train(problem: Problem, model: torch.nn.Module, stages: Sequence[Stage],
                     tick = time.perf_counter()  # before the extension, so that new knots see the new points
                     adapt_points()
                     state["train_time"] += time.perf_counter() - tick
-                if stage_index > 0 and stage.time_window != stages[stage_index - 1].time_window:
+                if stage_index > 0 and window_domain(problem, stage.time_window).upper \
+                        != window_domain(problem, stages[stage_index - 1].time_window).upper:
                     tick = time.perf_counter()  # the next time window: fresh points there, before the extension
                     for name, fresh in collocation(problem, sampler, window_domain(problem, stage.time_window)).items():
                         points[name] = fresh.to(dtype=dtype, device=device).requires_grad_(name in input_grad)
