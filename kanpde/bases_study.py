@@ -56,20 +56,26 @@ def run_jobs(runs: Path, problems, models, seeds, log=print) -> None:
                 metrics = _read_json(folder / "metrics.json")
                 if metrics and metrics.get("status") in FINISHED:
                     continue
-                folder.mkdir(parents=True, exist_ok=True)
                 command = [sys.executable, "-m", "kanpde", "solve", problem, "+experiment=bases_study",
                            *overrides(model), f"seed={seed}", f"hydra.run.dir={folder}"]
-                load_before = _load()
-                tick = time.perf_counter()
-                env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": "1"}
-                done = subprocess.run(command, env=env, capture_output=True, text=True)
-                (folder / "load.json").write_text(json.dumps({
-                    "load_before": load_before, "load_after": _load(), "command_s": time.perf_counter() - tick,
-                    "command": " ".join(command[1:]), "returncode": done.returncode}))
-                log(f"{problem} {model} seed {seed}: exit {done.returncode} after {time.perf_counter() - tick:.0f} s"
-                    f" (load {load_before} -> {_load()})")
-                if done.returncode != 0:
-                    (folder / "stderr.txt").write_text(done.stderr[-20000:])
+                run_recorded(command, folder, f"{problem} {model} seed {seed}", log)
+
+
+def run_recorded(command: list[str], folder: Path, label: str, log=print) -> int:
+    """Run ``command`` with one OpenMP thread into ``folder``, recording ``load.json`` (load average before and
+    after, seconds, command, exit code) and, when it fails, ``stderr.txt``; returns the exit code."""
+    folder.mkdir(parents=True, exist_ok=True)
+    load_before, tick = _load(), time.perf_counter()
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, check=False, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - tick
+    (folder / "load.json").write_text(json.dumps({
+        "load_before": load_before, "load_after": _load(), "command_s": seconds,
+        "command": " ".join(command[1:]), "returncode": done.returncode}))
+    log(f"{label}: exit {done.returncode} after {seconds:.0f} s (load {load_before} -> {_load()})")
+    if done.returncode != 0:
+        (folder / "stderr.txt").write_text(done.stderr[-20000:])
+    return done.returncode
 
 
 def _load():

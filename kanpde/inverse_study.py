@@ -15,13 +15,10 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-from kanpde.bases_study import FINISHED, _e, _load, _read_json
+from kanpde.bases_study import FINISHED, _e, _read_json, run_recorded
 
 PROBLEMS = ("burgers_inverse", "heat_inverse")
 MODELS = ("kan", "mlp")  # the problem's default KAN; the MLP baseline (configs/model/mlp.yaml) on the same setup
@@ -45,20 +42,10 @@ def run_jobs(runs: Path, problems=PROBLEMS, models=("kan",), noises=NOISES, seed
         metrics = _read_json(folder / "metrics.json")
         if metrics and metrics.get("status") in FINISHED:
             continue
-        folder.mkdir(parents=True, exist_ok=True)
         command = [sys.executable, "-m", "kanpde", "solve", problem, f"problem.noise={noise}", f"seed={seed}",
                    *([] if model == "kan" else [f"model={model}"]),
                    "threads=1", "train.progress=false", f"hydra.run.dir={folder}"]
-        load_before, tick = _load(), time.perf_counter()
-        env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": "1"}
-        done = subprocess.run(command, check=False, env=env, capture_output=True, text=True)
-        (folder / "load.json").write_text(json.dumps({
-            "load_before": load_before, "load_after": _load(), "command_s": time.perf_counter() - tick,
-            "command": " ".join(command[1:]), "returncode": done.returncode}))
-        log(f"{problem} {model} noise {noise:g} seed {seed}: exit {done.returncode} after "
-            f"{time.perf_counter() - tick:.0f} s (load {load_before} -> {_load()})")
-        if done.returncode != 0:
-            (folder / "stderr.txt").write_text(done.stderr[-20000:])
+        run_recorded(command, folder, f"{problem} {model} noise {noise:g} seed {seed}", log)
 
 
 def collate(runs: Path, problems=PROBLEMS, models=MODELS, noises=NOISES, seeds=SEEDS) -> list[dict]:

@@ -223,8 +223,8 @@ class LeastSquares:
         self.residual_scale: Callable | None = None  # (x) -> (N,) multiplying the interior residuals (set_residual_scale)
         self._structured: dict[str, bool] = {}  # group -> structured rows verified against generic ones
         self._buffer: torch.Tensor | None = None
-        # set name -> (points, version, points in cell order, keys, permutation[, values in cell order])
-        self._order_cache: dict[str, tuple] = {}
+        self._order_cache: dict[str, tuple] = {}  # set name -> (points, version, points in cell order, keys, order)
+        self._data_cache: dict[str, tuple] = {}  # set name -> (points in cell order, their values in that order)
         self._kept: dict[str, tuple] = {}  # set name -> (parameter state, points, evaluation) of a trial
         self._trial_terms: tuple | None = None  # (parameter state, point sets, loss terms) of the last trial
 
@@ -368,7 +368,7 @@ class LeastSquares:
         points = self.points[name]
         cached = self._order_cache.get(name)
         if cached is not None and cached[0] is points and cached[1] == points._version:
-            return cached[2], cached[3]  # (the permutation, cached[4], orders the set's values too)
+            return cached[2], cached[3]
         box = self.problem.domain
         keys = cell_keys(points, box.lower, box.upper, self.ROWS_PER_CELL)
         keys, order = torch.sort(keys, stable=True)
@@ -383,11 +383,13 @@ class LeastSquares:
         and permuted once per point set (cached beside the cell order)."""
         if group.data is None:
             return None
-        self._in_cell_order(group.name)
-        cached = self._order_cache[group.name]
-        if len(cached) == 5:  # not yet ordered for this point set
-            self._order_cache[group.name] = cached = (*cached, aligned(group.data, cached[0], group.name)[cached[4]])
-        return cached[5]
+        ordered, _ = self._in_cell_order(group.name)
+        cached = self._data_cache.get(group.name)
+        if cached is None or cached[0] is not ordered:  # a new point set (or order): convert and permute again
+            order = self._order_cache[group.name][4]
+            cached = (ordered, aligned(group.data, self.points[group.name], group.name)[order])
+            self._data_cache[group.name] = cached
+        return cached[1]
 
     def _evaluate(self, group: _Group, x: torch.Tensor, data: torch.Tensor | None = None):
         """The group's residuals at ``x`` (its values ``data`` aligned with it) with the layer records of the

@@ -8,7 +8,9 @@ import math
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_module
+
+from test_configs import compose_solve
+from test_heat import Exact  # a 'network' returning the exact solution
 
 from kanpde.app import ConfigError, build, run
 from kanpde.derivatives import Fields
@@ -17,20 +19,6 @@ from kanpde.problems.heat2d import Heat2D
 TINY = ["schedule.stages=[{optimizer:lm,steps:2,grid_size:3},{optimizer:lm,steps:1,grid_size:4}]",
         "sampler.n_interior=64", "sampler.n_boundary=48", "eval.n_points=1000", "model.hidden=[3]",
         "train.progress=false"]
-
-
-class Exact(torch.nn.Module):
-    def __init__(self, problem):
-        super().__init__()
-        self.problem = problem
-
-    def forward(self, x):
-        return self.problem.exact(x)
-
-
-def compose_solve(overrides):
-    with initialize_config_module("kanpde.configs", version_base="1.3"):
-        return compose("solve", overrides=overrides)
 
 
 def cube_points(n=200, seed=0):

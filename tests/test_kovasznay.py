@@ -9,7 +9,9 @@ import math
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_module
+
+from test_configs import compose_solve
+from test_heat import Exact  # a 'network' returning the exact solution
 
 from kanpde.app import ConfigError, build, run
 from kanpde.derivatives import Fields
@@ -18,22 +20,6 @@ from kanpde.problems.kovasznay import Kovasznay
 TINY = ["schedule.stages=[{optimizer:lm,steps:2,grid_size:3},{optimizer:lm,steps:1,grid_size:4}]",
         "sampler.n_interior=64", "sampler.n_boundary=32", "eval.points_per_side=11", "model.hidden=[3]",
         "train.progress=false"]
-
-
-class Exact(torch.nn.Module):
-    """A 'network' that returns the exact (u, v, p), so every residual must vanish."""
-
-    def __init__(self, problem):
-        super().__init__()
-        self.problem = problem
-
-    def forward(self, x):
-        return self.problem.exact(x)
-
-
-def compose_solve(overrides):
-    with initialize_config_module("kanpde.configs", version_base="1.3"):
-        return compose("solve", overrides=overrides)
 
 
 def points_in(box, n=300, seed=0):
